@@ -1,0 +1,1042 @@
+//! The decision core: frames and `now` in, an [`Action`] out.
+//!
+//! [`Balancer`] owns the connection table, scheduler, ownership table and
+//! counters; it never touches a socket or a clock. The I/O layer calls
+//! [`Balancer::handle_front`] for every frame read on `front`,
+//! [`Balancer::handle_back`] for every frame read on `back`, and
+//! [`Balancer::tick`] on its timer (and on read timeouts), then carries out
+//! the returned action on the same buffer, which has been rewritten in place.
+//!
+//! Decisions on `front` (client side), in order:
+//! 1. Not Ethernet/IPv4, truncated or malformed: dropped with that reason.
+//!    Not to VIP:port: `NotForVip`. Then a bad IPv4 header checksum,
+//!    fragments, IPv4 options and non-TCP are dropped by reason. IPv4
+//!    options are dropped rather than forwarded: legitimate TCP to a web
+//!    VIP does not carry them, the routers in front drop or slow-path them,
+//!    and source-route/record-route options name addresses a NAT would
+//!    have to rewrite too (the wire parser does support them, so changing
+//!    this policy is one flag).
+//! 2. A packet of a flow in the table follows its entry, whatever the
+//!    current ownership says (so a joining balancer breaks no established
+//!    flow). Exception, as LVS's `conn_reuse_mode`: a new SYN hitting an
+//!    entry in TIME_WAIT or CLOSE drops the entry and is treated as new.
+//! 3. Otherwise only an initial SYN (SYN without ACK/RST) opens a flow,
+//!    and only on the owning balancer (`NotOwner` elsewhere, silently
+//!    counted: every balancer sees every frame). Any other packet without
+//!    an entry is `NoConnection` on the owner and `NotOwner` elsewhere.
+//!    LVS would hand such packets to the local stack (which answers RST);
+//!    we drop them, because another balancer may hold the flow and a RST
+//!    from us would kill it.
+//! 4. A new flow is scheduled among the candidate targets (local server if
+//!    bi-active, real servers that are up and whose MAC is known), entered
+//!    in the table (or refused: `TableFull`), then delivered:
+//!    `DeliverLocal` (the IP packet, unchanged, for the TUN holding the
+//!    VIP), or NAT/DR-rewritten and `Forward { iface: Back }`.
+//!
+//! On `back` only NAT replies are expected: from a configured real server
+//! endpoint (else `NotFromRealServer`) to a client with an entry (else
+//! `NoConnection`); they are rewritten to come from VIP:port and sent out
+//! of `front` to the MAC the client's packets came from.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use crate::config::{Config, Forwarding};
+use crate::conntrack::{Conn, ConnKey, Conntrack, Direction, Method, NewConn, TcpState};
+use crate::counters::{Counters, DropReason, Snapshot, TargetSnapshot};
+use crate::ownership::{Member, Membership, MembershipError, Ownership};
+use crate::rewrite::{self, MacPair};
+use crate::sched::{Candidate, FlowKey, Scheduler, SchedulerKind, Target};
+use crate::wire::{
+    parse_tcp_frame, EthernetFrame, Ipv4Packet, MacAddr, TcpFrameInfo, ETHERTYPE_IPV4,
+    ETH_HEADER_LEN,
+};
+
+/// Which interface a frame leaves by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Iface {
+    /// The LB LAN (clients).
+    Front,
+    /// The sub-cluster LAN (real servers).
+    Back,
+}
+
+/// What the I/O layer does with a frame after `handle_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send `frame[..len]` (rewritten in place, link padding cut) on `iface`.
+    Forward {
+        /// Outgoing interface.
+        iface: Iface,
+        /// Bytes to send from the start of the buffer.
+        len: usize,
+    },
+    /// Write the IP packet `frame[offset..offset + len]` into the TUN that
+    /// holds the VIP, for the local server.
+    DeliverLocal {
+        /// Start of the IPv4 header.
+        offset: usize,
+        /// IPv4 total length.
+        len: usize,
+    },
+    /// Drop the frame; the reason has been counted.
+    Drop(DropReason),
+}
+
+/// This balancer's interface MACs, which the I/O layer reads from the NICs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interfaces {
+    /// MAC of `front`.
+    pub front_mac: MacAddr,
+    /// MAC of `back`.
+    pub back_mac: MacAddr,
+}
+
+/// Why a balancer could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration breaks a rule.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The cluster membership is invalid.
+    #[error("cluster membership: {0}")]
+    Membership(#[from] MembershipError),
+}
+
+/// Entries expired per `tick` at most, so one tick cannot stall the loop.
+pub const TICK_EXPIRY_BUDGET: usize = 65_536;
+
+#[derive(Debug, Clone, Copy)]
+struct TargetState {
+    target: Target,
+    endpoint: SocketAddrV4,
+    weight: u32,
+    up: bool,
+    mac: Option<MacAddr>,
+}
+
+/// The balancer's decision core. One per packet thread; not shared.
+pub struct Balancer {
+    vip: SocketAddrV4,
+    forwarding: Forwarding,
+    bi_active: bool,
+    scheduler: Box<dyn Scheduler>,
+    scheduler_kind: SchedulerKind,
+    targets: Vec<TargetState>,
+    by_endpoint: HashMap<SocketAddrV4, Target>,
+    conntrack: Conntrack,
+    node_id: u32,
+    ownership: Ownership,
+    macs: Interfaces,
+    counters: Counters,
+    candidates: Vec<Candidate>,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("vip", &self.vip)
+            .field("node_id", &self.node_id)
+            .field("scheduler", &self.scheduler_kind)
+            .field("conntrack_len", &self.conntrack.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Balancer {
+    /// Builds the core from a configuration and the interface MACs.
+    pub fn new(cfg: &Config, macs: Interfaces) -> Result<Self, EngineError> {
+        cfg.validate()?;
+        let membership = Membership::new(cfg.cluster.members.clone())?;
+        let mut targets = vec![TargetState {
+            target: Target::Local,
+            endpoint: cfg.vip,
+            weight: cfg.local.weight,
+            up: true,
+            mac: None,
+        }];
+        let mut by_endpoint = HashMap::new();
+        for (i, rs) in cfg.real_servers.iter().enumerate() {
+            // validate() bounds the count below u16::MAX.
+            let t = Target::Real(i as u16);
+            targets.push(TargetState {
+                target: t,
+                endpoint: rs.endpoint(),
+                weight: rs.weight,
+                up: true,
+                mac: rs.mac,
+            });
+            by_endpoint.insert(rs.endpoint(), t);
+        }
+        let n = targets.len();
+        Ok(Self {
+            vip: cfg.vip,
+            forwarding: cfg.forwarding,
+            bi_active: cfg.bi_active,
+            scheduler: cfg.scheduler.build(),
+            scheduler_kind: cfg.scheduler,
+            targets,
+            by_endpoint,
+            conntrack: Conntrack::new(cfg.table_size, cfg.timeouts, n),
+            node_id: cfg.cluster.node_id,
+            ownership: Ownership::compute(&membership),
+            macs,
+            counters: Counters::new(n),
+            candidates: Vec::with_capacity(n),
+        })
+    }
+
+    /// Handles a frame read on `front`.
+    pub fn handle_front(&mut self, now: Duration, frame: &mut [u8]) -> Action {
+        self.counters.front_rx += 1;
+        let a = self.front(now, frame);
+        self.account(a);
+        a
+    }
+
+    /// Handles a frame read on `back`.
+    pub fn handle_back(&mut self, now: Duration, frame: &mut [u8]) -> Action {
+        self.counters.back_rx += 1;
+        let a = self.back(now, frame);
+        self.account(a);
+        a
+    }
+
+    /// Expires connection entries due by `now`; returns how many.
+    pub fn tick(&mut self, now: Duration) -> usize {
+        self.conntrack.expire(now, TICK_EXPIRY_BUDGET)
+    }
+
+    /// Replaces the live-balancer membership (from the heartbeat layer).
+    /// Only new flows follow the new assignment.
+    pub fn set_membership(&mut self, members: Vec<Member>) -> Result<(), MembershipError> {
+        let m = Membership::new(members)?;
+        self.ownership = Ownership::compute(&m);
+        Ok(())
+    }
+
+    /// The current ownership table.
+    pub fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+
+    /// Sets a real server's MAC once the I/O layer has resolved it.
+    /// Returns false for an unknown index.
+    pub fn set_real_mac(&mut self, index: u16, mac: MacAddr) -> bool {
+        match self.targets.get_mut(Target::Real(index).index()) {
+            Some(t) => {
+                t.mac = Some(mac);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Changes a target's weight (0 quiesces: no new flows, existing ones
+    /// continue). Returns false for an unknown target.
+    pub fn set_weight(&mut self, target: Target, weight: u32) -> bool {
+        match self.targets.get_mut(target.index()) {
+            Some(t) => {
+                t.weight = weight;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks a target up or down (health checks): a down target gets no
+    /// new flows; existing ones continue. Returns false for an unknown target.
+    pub fn set_up(&mut self, target: Target, up: bool) -> bool {
+        match self.targets.get_mut(target.index()) {
+            Some(t) => {
+                t.up = up;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Live counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The connection table (read-only).
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.conntrack
+    }
+
+    /// A serialisable copy of the counters and target state.
+    pub fn snapshot(&self) -> Snapshot {
+        let targets = self
+            .targets
+            .iter()
+            .filter(|t| self.bi_active || t.target != Target::Local)
+            .map(|t| {
+                let load = self.conntrack.load(t.target);
+                let forward = match (t.target, self.forwarding) {
+                    (Target::Local, _) => "Local",
+                    (_, Forwarding::Nat) => "Masq",
+                    (_, Forwarding::Dr) => "Route",
+                };
+                TargetSnapshot {
+                    name: t.target.to_string(),
+                    addr: t.endpoint.to_string(),
+                    forward: forward.to_string(),
+                    weight: t.weight,
+                    up: t.up,
+                    active_conns: load.active,
+                    inactive_conns: load.inactive,
+                    traffic: self
+                        .counters
+                        .targets
+                        .get(t.target.index())
+                        .copied()
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        let c = &self.counters;
+        Snapshot {
+            service: self.vip.to_string(),
+            scheduler: self.scheduler_kind.to_string(),
+            bi_active: self.bi_active,
+            node_id: self.node_id,
+            owned_buckets: self.ownership.bucket_count(self.node_id),
+            front_rx: c.front_rx,
+            back_rx: c.back_rx,
+            tx_front: c.tx_front,
+            tx_back: c.tx_back,
+            delivered_local: c.delivered_local,
+            drops: c.drop_map(),
+            conntrack_entries: self.conntrack.len(),
+            conntrack_capacity: self.conntrack.capacity(),
+            conntrack: self.conntrack.counters(),
+            targets,
+        }
+    }
+
+    fn account(&mut self, a: Action) {
+        match a {
+            Action::Drop(r) => self.counters.drop(r),
+            Action::Forward {
+                iface: Iface::Front,
+                ..
+            } => self.counters.tx_front += 1,
+            Action::Forward {
+                iface: Iface::Back, ..
+            } => self.counters.tx_back += 1,
+            Action::DeliverLocal { .. } => self.counters.delivered_local += 1,
+        }
+    }
+
+    /// Is the frame for the VIP? Cheap structural checks first, so traffic
+    /// that is not ours is counted as such rather than by its faults.
+    fn classify_front(&self, frame: &[u8]) -> Result<TcpFrameInfo, DropReason> {
+        let eth = EthernetFrame::new_checked(frame).map_err(DropReason::from)?;
+        if eth.ethertype() != ETHERTYPE_IPV4 {
+            return Err(DropReason::NotIpv4);
+        }
+        let ip = Ipv4Packet::new_checked(eth.payload()).map_err(DropReason::from)?;
+        if ip.dst_addr() != *self.vip.ip() {
+            return Err(DropReason::NotForVip);
+        }
+        let info = parse_tcp_frame(frame, false).map_err(DropReason::from)?;
+        if info.dst_port != self.vip.port() {
+            return Err(DropReason::NotForVip);
+        }
+        Ok(info)
+    }
+
+    fn front(&mut self, now: Duration, frame: &mut [u8]) -> Action {
+        let info = match self.classify_front(frame) {
+            Ok(i) => i,
+            Err(r) => return Action::Drop(r),
+        };
+        let key = ConnKey {
+            client_ip: info.src_ip,
+            client_port: info.src_port,
+            vport: info.dst_port,
+        };
+        if let Some(id) = self.conntrack.lookup(&key) {
+            if let Some(conn) = self.conntrack.get(id) {
+                let reuse = info.flags.is_initial_syn()
+                    && matches!(conn.state, TcpState::TimeWait | TcpState::Close);
+                if !reuse {
+                    let dir = direction_in(conn.method);
+                    self.conntrack.update(id, now, dir, info.flags);
+                    return self.deliver_in(&conn, frame, &info);
+                }
+                self.conntrack.remove(id);
+            }
+        }
+        let owned = self.ownership.owner(info.src_ip, info.src_port) == Some(self.node_id);
+        if !owned {
+            return Action::Drop(DropReason::NotOwner);
+        }
+        if !info.flags.is_initial_syn() {
+            return Action::Drop(DropReason::NoConnection);
+        }
+        let flow = FlowKey {
+            client_ip: info.src_ip,
+            client_port: info.src_port,
+        };
+        let Some(target) = self.schedule(&flow) else {
+            return Action::Drop(DropReason::NoTarget);
+        };
+        let (method, real) = match target {
+            Target::Local => (Method::Local, self.vip),
+            Target::Real(_) => {
+                let ep = self
+                    .targets
+                    .get(target.index())
+                    .map_or(self.vip, |t| t.endpoint);
+                let m = match self.forwarding {
+                    Forwarding::Nat => Method::Nat,
+                    Forwarding::Dr => Method::Dr,
+                };
+                (m, ep)
+            }
+        };
+        let new = NewConn {
+            key,
+            target,
+            method,
+            real,
+            front_mac: info.src_mac,
+        };
+        let Ok(id) = self.conntrack.insert(now, new) else {
+            return Action::Drop(DropReason::TableFull);
+        };
+        self.conntrack
+            .update(id, now, direction_in(method), info.flags);
+        if let Some(c) = self.counters.targets.get_mut(target.index()) {
+            c.conns += 1;
+        }
+        match self.conntrack.get(id) {
+            Some(conn) => self.deliver_in(&conn, frame, &info),
+            None => Action::Drop(DropReason::TableFull),
+        }
+    }
+
+    fn schedule(&mut self, flow: &FlowKey) -> Option<Target> {
+        self.candidates.clear();
+        for t in &self.targets {
+            let eligible = match t.target {
+                Target::Local => self.bi_active,
+                Target::Real(_) => t.mac.is_some(),
+            };
+            if !eligible || !t.up {
+                continue;
+            }
+            let load = self.conntrack.load(t.target);
+            self.candidates.push(Candidate {
+                target: t.target,
+                weight: t.weight,
+                active: load.active,
+                inactive: load.inactive,
+            });
+        }
+        self.scheduler.pick(flow, &self.candidates)
+    }
+
+    fn deliver_in(&mut self, conn: &Conn, frame: &mut [u8], info: &TcpFrameInfo) -> Action {
+        let idx = conn.target.index();
+        let bytes = info.ip_total_len as u64;
+        let action = match conn.method {
+            Method::Local => Action::DeliverLocal {
+                offset: ETH_HEADER_LEN,
+                len: info.ip_total_len,
+            },
+            Method::Nat | Method::Dr => {
+                let Some(mac) = self.targets.get(idx).and_then(|t| t.mac) else {
+                    return Action::Drop(DropReason::NoTarget);
+                };
+                let macs = MacPair {
+                    src: self.macs.back_mac,
+                    dst: mac,
+                };
+                let r = if conn.method == Method::Nat {
+                    rewrite::nat_in(frame, conn.real, macs)
+                } else {
+                    rewrite::dr(frame, macs)
+                };
+                match r {
+                    Ok(len) => Action::Forward {
+                        iface: Iface::Back,
+                        len,
+                    },
+                    Err(e) => return Action::Drop(e.into()),
+                }
+            }
+        };
+        if let Some(c) = self.counters.targets.get_mut(idx) {
+            c.in_pkts += 1;
+            c.in_bytes += bytes;
+        }
+        action
+    }
+
+    fn back(&mut self, now: Duration, frame: &mut [u8]) -> Action {
+        let info = match parse_tcp_frame(frame, false) {
+            Ok(i) => i,
+            Err(e) => return Action::Drop(e.into()),
+        };
+        let src = SocketAddrV4::new(info.src_ip, info.src_port);
+        let Some(&target) = self.by_endpoint.get(&src) else {
+            return Action::Drop(DropReason::NotFromRealServer);
+        };
+        let Some(id) = self
+            .conntrack
+            .lookup_reply(target, info.dst_ip, info.dst_port)
+        else {
+            return Action::Drop(DropReason::NoConnection);
+        };
+        let Some(conn) = self.conntrack.get(id) else {
+            return Action::Drop(DropReason::NoConnection);
+        };
+        self.conntrack
+            .update(id, now, Direction::Output, info.flags);
+        let macs = MacPair {
+            src: self.macs.front_mac,
+            dst: conn.front_mac,
+        };
+        let vip = SocketAddrV4::new(*self.vip.ip(), conn.key.vport);
+        match rewrite::nat_out(frame, vip, macs) {
+            Ok(len) => {
+                if let Some(c) = self.counters.targets.get_mut(target.index()) {
+                    c.out_pkts += 1;
+                    c.out_bytes += info.ip_total_len as u64;
+                }
+                Action::Forward {
+                    iface: Iface::Front,
+                    len,
+                }
+            }
+            Err(e) => Action::Drop(e.into()),
+        }
+    }
+
+    /// Owner of a new flow from `ip:port` under the current membership.
+    pub fn owner_of(&self, ip: Ipv4Addr, port: u16) -> Option<u32> {
+        self.ownership.owner(ip, port)
+    }
+}
+
+fn direction_in(m: Method) -> Direction {
+    match m {
+        Method::Nat => Direction::Input,
+        Method::Local | Method::Dr => Direction::InputOnly,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cluster, LocalServer, RealServer};
+    use crate::conntrack::Timeouts;
+    use crate::wire::build::{syn_options, tcp_frame, FrameSpec};
+    use crate::wire::{TcpFlags, TcpSegment};
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+    const RS0: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 2);
+    const RS1: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 3);
+    const ROUTER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xee]);
+    const FRONT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xf1]);
+    const BACK_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb1]);
+    const RS0_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
+    const RS1_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 3]);
+
+    fn cfg() -> Config {
+        Config {
+            front_interface: "f".into(),
+            back_interface: "b".into(),
+            vip: SocketAddrV4::new(VIP, 80),
+            bi_active: false,
+            local: LocalServer {
+                addr: Ipv4Addr::LOCALHOST,
+                port: 80,
+                weight: 1,
+            },
+            real_servers: vec![
+                RealServer {
+                    addr: RS0,
+                    port: 8080,
+                    weight: 1,
+                    mac: Some(RS0_MAC),
+                },
+                RealServer {
+                    addr: RS1,
+                    port: 8080,
+                    weight: 1,
+                    mac: Some(RS1_MAC),
+                },
+            ],
+            scheduler: SchedulerKind::Rr,
+            forwarding: Forwarding::Nat,
+            timeouts: Timeouts::default(),
+            table_size: 1024,
+            cluster: Cluster::default(),
+        }
+    }
+
+    fn lb(c: &Config) -> Balancer {
+        Balancer::new(
+            c,
+            Interfaces {
+                front_mac: FRONT_MAC,
+                back_mac: BACK_MAC,
+            },
+        )
+        .unwrap()
+    }
+
+    fn client(port: u16, flags: u8) -> Vec<u8> {
+        tcp_frame(&FrameSpec {
+            src_mac: ROUTER_MAC,
+            dst_mac: MacAddr([1, 0, 0x5e, 0, 0, 100]),
+            src_ip: Ipv4Addr::new(172, 16, 0, 1),
+            dst_ip: VIP,
+            src_port: port,
+            dst_port: 80,
+            flags,
+            tcp_options: if flags == TcpFlags::SYN {
+                syn_options()
+            } else {
+                vec![]
+            },
+            pad: if flags == TcpFlags::SYN { 0 } else { 6 },
+            ..Default::default()
+        })
+    }
+
+    fn reply(from: Ipv4Addr, port: u16, flags: u8) -> Vec<u8> {
+        tcp_frame(&FrameSpec {
+            src_mac: RS0_MAC,
+            dst_mac: BACK_MAC,
+            src_ip: from,
+            src_port: 8080,
+            dst_ip: Ipv4Addr::new(172, 16, 0, 1),
+            dst_port: port,
+            flags,
+            payload: b"HTTP/1.0 200 OK\r\n\r\n".to_vec(),
+            ..Default::default()
+        })
+    }
+
+    fn fully_valid(f: &[u8]) -> TcpFrameInfo {
+        let info = parse_tcp_frame(f, false).unwrap();
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        let tcp = TcpSegment::new_checked(ip.payload()).unwrap();
+        assert!(tcp.verify_checksum(ip.src_addr(), ip.dst_addr()));
+        info
+    }
+
+    const T0: Duration = Duration::ZERO;
+
+    #[test]
+    fn nat_round_trip() {
+        let mut b = lb(&cfg());
+        let mut syn = client(40000, TcpFlags::SYN);
+        let orig = syn.clone();
+        let a = b.handle_front(T0, &mut syn);
+        assert_eq!(
+            a,
+            Action::Forward {
+                iface: Iface::Back,
+                len: syn.len()
+            }
+        );
+        let out = fully_valid(&syn);
+        assert_eq!((out.dst_ip, out.dst_port), (RS0, 8080));
+        assert_eq!(
+            (out.src_ip, out.src_port),
+            (Ipv4Addr::new(172, 16, 0, 1), 40000)
+        );
+        assert_eq!((out.src_mac, out.dst_mac), (BACK_MAC, RS0_MAC));
+        assert_eq!(syn[54..74], orig[54..74], "TCP options untouched");
+
+        let mut r = reply(RS0, 40000, TcpFlags::SYN | TcpFlags::ACK);
+        let a = b.handle_back(T0, &mut r);
+        assert_eq!(
+            a,
+            Action::Forward {
+                iface: Iface::Front,
+                len: r.len()
+            }
+        );
+        let out = fully_valid(&r);
+        assert_eq!((out.src_ip, out.src_port), (VIP, 80));
+        assert_eq!(
+            (out.dst_ip, out.dst_port),
+            (Ipv4Addr::new(172, 16, 0, 1), 40000)
+        );
+        assert_eq!((out.src_mac, out.dst_mac), (FRONT_MAC, ROUTER_MAC));
+
+        // The client's ACK (padded frame) follows the entry; padding is cut.
+        let mut ack = client(40000, TcpFlags::ACK);
+        let a = b.handle_front(T0, &mut ack);
+        assert_eq!(
+            a,
+            Action::Forward {
+                iface: Iface::Back,
+                len: ack.len() - 6
+            }
+        );
+        fully_valid(&ack[..ack.len() - 6]);
+        let id = b.conntrack().lookup(&ConnKey {
+            client_ip: Ipv4Addr::new(172, 16, 0, 1),
+            client_port: 40000,
+            vport: 80,
+        });
+        assert_eq!(
+            b.conntrack().get(id.unwrap()).unwrap().state,
+            TcpState::Established
+        );
+        let s = b.snapshot();
+        assert_eq!(s.targets[0].traffic.conns, 1);
+        assert_eq!(s.targets[0].traffic.in_pkts, 2);
+        assert_eq!(s.targets[0].traffic.out_pkts, 1);
+        assert_eq!(s.targets[0].active_conns, 1);
+        assert_eq!(s.tx_back, 2);
+        assert_eq!(s.tx_front, 1);
+    }
+
+    #[test]
+    fn rr_spreads_new_flows() {
+        let mut b = lb(&cfg());
+        let mut seen = Vec::new();
+        for p in 1000..1004 {
+            let mut f = client(p, TcpFlags::SYN);
+            b.handle_front(T0, &mut f);
+            seen.push(parse_tcp_frame(&f, false).unwrap().dst_ip);
+        }
+        assert_eq!(seen, vec![RS0, RS1, RS0, RS1]);
+    }
+
+    #[test]
+    fn bi_active_local_delivery() {
+        let mut c = cfg();
+        c.bi_active = true;
+        c.real_servers.truncate(1);
+        let mut b = lb(&c);
+        let mut f = client(5000, TcpFlags::SYN);
+        let orig = f.clone();
+        let a = b.handle_front(T0, &mut f);
+        // rr: Local first.
+        assert_eq!(
+            a,
+            Action::DeliverLocal {
+                offset: 14,
+                len: f.len() - 14
+            }
+        );
+        assert_eq!(f, orig, "local delivery leaves the packet unchanged");
+        let mut f2 = client(5001, TcpFlags::SYN);
+        assert!(matches!(
+            b.handle_front(T0, &mut f2),
+            Action::Forward {
+                iface: Iface::Back,
+                ..
+            }
+        ));
+        // Local flow continues locally (input-only state machine).
+        let mut ack = client(5000, TcpFlags::ACK);
+        assert!(matches!(
+            b.handle_front(T0, &mut ack),
+            Action::DeliverLocal { .. }
+        ));
+        assert_eq!(b.snapshot().targets[0].forward, "Local");
+        assert_eq!(b.counters().delivered_local, 2);
+    }
+
+    #[test]
+    fn bi_active_off_never_delivers_locally() {
+        let mut b = lb(&cfg());
+        for p in 0..50 {
+            let mut f = client(2000 + p, TcpFlags::SYN);
+            assert!(matches!(b.handle_front(T0, &mut f), Action::Forward { .. }));
+        }
+        assert_eq!(b.counters().delivered_local, 0);
+        assert!(b.snapshot().targets.iter().all(|t| t.name != "local"));
+    }
+
+    #[test]
+    fn dr_rewrites_macs_only() {
+        let mut c = cfg();
+        c.forwarding = Forwarding::Dr;
+        for rs in &mut c.real_servers {
+            rs.port = 80;
+        }
+        let mut b = lb(&c);
+        let mut f = client(40000, TcpFlags::SYN);
+        let orig = f.clone();
+        let a = b.handle_front(T0, &mut f);
+        assert_eq!(
+            a,
+            Action::Forward {
+                iface: Iface::Back,
+                len: f.len()
+            }
+        );
+        assert_eq!(f[14..], orig[14..]);
+        assert_eq!(f[0..6], RS0_MAC.0);
+        assert_eq!(f[6..12], BACK_MAC.0);
+        assert_eq!(b.snapshot().targets[0].forward, "Route");
+    }
+
+    #[test]
+    fn drops_are_classified_and_counted() {
+        let mut b = lb(&cfg());
+        let mut ack = client(1, TcpFlags::ACK);
+        assert_eq!(
+            b.handle_front(T0, &mut ack),
+            Action::Drop(DropReason::NoConnection)
+        );
+        let mut other = tcp_frame(&FrameSpec {
+            dst_ip: Ipv4Addr::new(10, 0, 0, 5),
+            ..Default::default()
+        });
+        assert_eq!(
+            b.handle_front(T0, &mut other),
+            Action::Drop(DropReason::NotForVip)
+        );
+        let mut wrong_port = client(1, TcpFlags::SYN);
+        wrong_port[14 + 20 + 3] = 81;
+        // (checksum now wrong for TCP, but the port decides first)
+        assert_eq!(
+            b.handle_front(T0, &mut wrong_port),
+            Action::Drop(DropReason::NotForVip)
+        );
+        let mut bad = client(1, TcpFlags::SYN);
+        bad[14 + 8] = 1; // TTL without checksum update
+        assert_eq!(
+            b.handle_front(T0, &mut bad),
+            Action::Drop(DropReason::BadChecksum)
+        );
+        let mut short = client(1, TcpFlags::SYN);
+        assert_eq!(
+            b.handle_front(T0, &mut short[..40]),
+            Action::Drop(DropReason::Truncated)
+        );
+        let mut arp = vec![0u8; 60];
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert_eq!(
+            b.handle_front(T0, &mut arp),
+            Action::Drop(DropReason::NotIpv4)
+        );
+        let mut stray = reply(Ipv4Addr::new(192, 168, 1, 99), 1, TcpFlags::ACK);
+        assert_eq!(
+            b.handle_back(T0, &mut stray),
+            Action::Drop(DropReason::NotFromRealServer)
+        );
+        let mut late = reply(RS0, 1, TcpFlags::ACK);
+        assert_eq!(
+            b.handle_back(T0, &mut late),
+            Action::Drop(DropReason::NoConnection)
+        );
+        let c = b.counters();
+        assert_eq!(c.drops(DropReason::NoConnection), 2);
+        assert_eq!(c.drops(DropReason::NotForVip), 2);
+        assert_eq!(c.total_drops(), 8);
+        assert_eq!(c.front_rx, 6);
+        assert_eq!(c.back_rx, 2);
+    }
+
+    #[test]
+    fn not_owner_is_dropped_and_peer_takes_it() {
+        let mut c1 = cfg();
+        c1.cluster = Cluster {
+            node_id: 1,
+            members: vec![Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }],
+        };
+        let mut c2 = c1.clone();
+        c2.cluster.node_id = 2;
+        let (mut b1, mut b2) = (lb(&c1), lb(&c2));
+        let mut taken = [0, 0];
+        for p in 0..400u16 {
+            let mut f1 = client(p + 1024, TcpFlags::SYN);
+            let mut f2 = f1.clone();
+            let a1 = b1.handle_front(T0, &mut f1);
+            let a2 = b2.handle_front(T0, &mut f2);
+            // Exactly one balancer takes every flow.
+            match (a1, a2) {
+                (Action::Forward { .. }, Action::Drop(DropReason::NotOwner)) => taken[0] += 1,
+                (Action::Drop(DropReason::NotOwner), Action::Forward { .. }) => taken[1] += 1,
+                other => panic!("flow {p}: {other:?}"),
+            }
+        }
+        assert!(taken[0] > 120 && taken[1] > 120, "{taken:?}");
+        // LB 2 dies: LB 1 takes new flows of LB 2's buckets; LB 1's own
+        // flows in its table keep going.
+        b1.set_membership(vec![Member { id: 1, weight: 1 }])
+            .unwrap();
+        for p in 0..400u16 {
+            let mut f = client(p + 1024, TcpFlags::ACK);
+            let a = b1.handle_front(T0, &mut f);
+            assert_ne!(a, Action::Drop(DropReason::NotOwner));
+        }
+        assert_eq!(b1.ownership().bucket_count(1), 4096);
+    }
+
+    #[test]
+    fn joining_balancer_breaks_no_established_flow() {
+        let mut b = lb(&cfg());
+        for p in 0..100u16 {
+            let mut f = client(3000 + p, TcpFlags::SYN);
+            assert!(matches!(b.handle_front(T0, &mut f), Action::Forward { .. }));
+        }
+        b.set_membership(vec![
+            Member { id: 1, weight: 1 },
+            Member { id: 2, weight: 1 },
+        ])
+        .unwrap();
+        for p in 0..100u16 {
+            let mut f = client(3000 + p, TcpFlags::ACK);
+            let a = b.handle_front(T0, &mut f);
+            assert!(matches!(a, Action::Forward { .. }), "{p}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn quiesced_target_keeps_existing_flows() {
+        let mut b = lb(&cfg());
+        let mut f = client(1, TcpFlags::SYN);
+        b.handle_front(T0, &mut f);
+        assert_eq!(parse_tcp_frame(&f, false).unwrap().dst_ip, RS0);
+        b.set_weight(Target::Real(0), 0);
+        for p in 2..10 {
+            let mut f = client(p, TcpFlags::SYN);
+            b.handle_front(T0, &mut f);
+            assert_eq!(parse_tcp_frame(&f, false).unwrap().dst_ip, RS1);
+        }
+        let mut ack = client(1, TcpFlags::ACK);
+        b.handle_front(T0, &mut ack);
+        assert_eq!(
+            parse_tcp_frame(&ack[..ack.len() - 6], false)
+                .unwrap()
+                .dst_ip,
+            RS0
+        );
+        // Down and quiesced: nothing left.
+        b.set_up(Target::Real(1), false);
+        let mut f = client(99, TcpFlags::SYN);
+        assert_eq!(
+            b.handle_front(T0, &mut f),
+            Action::Drop(DropReason::NoTarget)
+        );
+    }
+
+    #[test]
+    fn unresolved_mac_is_not_a_candidate() {
+        let mut c = cfg();
+        c.real_servers[0].mac = None;
+        let mut b = lb(&c);
+        for p in 0..4 {
+            let mut f = client(p, TcpFlags::SYN);
+            b.handle_front(T0, &mut f);
+            assert_eq!(parse_tcp_frame(&f, false).unwrap().dst_ip, RS1);
+        }
+        assert!(b.set_real_mac(0, RS0_MAC));
+        assert!(!b.set_real_mac(7, RS0_MAC));
+        let mut seen = Vec::new();
+        for p in 10..14 {
+            let mut f = client(p, TcpFlags::SYN);
+            b.handle_front(T0, &mut f);
+            seen.push(parse_tcp_frame(&f, false).unwrap().dst_ip);
+        }
+        assert!(seen.contains(&RS0));
+    }
+
+    #[test]
+    fn expiry_and_time_wait_reuse() {
+        let mut b = lb(&cfg());
+        let mut f = client(7, TcpFlags::SYN);
+        b.handle_front(T0, &mut f);
+        assert_eq!(b.conntrack().len(), 1);
+        assert_eq!(b.tick(Duration::from_secs(59)), 0);
+        assert_eq!(b.tick(Duration::from_secs(60)), 1);
+        let mut ack = client(7, TcpFlags::ACK);
+        assert_eq!(
+            b.handle_front(Duration::from_secs(61), &mut ack),
+            Action::Drop(DropReason::NoConnection)
+        );
+        // Close a flow, then reuse its port with a new SYN.
+        let t = Duration::from_secs(100);
+        let mut syn = client(8, TcpFlags::SYN);
+        b.handle_front(t, &mut syn);
+        let mut rst = client(8, TcpFlags::RST);
+        b.handle_front(t, &mut rst);
+        let key = ConnKey {
+            client_ip: Ipv4Addr::new(172, 16, 0, 1),
+            client_port: 8,
+            vport: 80,
+        };
+        let id = b.conntrack().lookup(&key).unwrap();
+        // RST from the client in SYN_RECV stays SYN_RECV (LVS table); a
+        // FIN moves it to TIME_WAIT.
+        assert_eq!(b.conntrack().get(id).unwrap().state, TcpState::SynRecv);
+        let mut fin = client(8, TcpFlags::FIN | TcpFlags::ACK);
+        b.handle_front(t, &mut fin);
+        assert_eq!(b.conntrack().get(id).unwrap().state, TcpState::TimeWait);
+        let mut syn = client(8, TcpFlags::SYN);
+        assert!(matches!(
+            b.handle_front(t, &mut syn),
+            Action::Forward { .. }
+        ));
+        let id = b.conntrack().lookup(&key).unwrap();
+        assert_eq!(b.conntrack().get(id).unwrap().state, TcpState::SynRecv);
+        assert_eq!(b.conntrack().counters().removed, 1);
+    }
+
+    #[test]
+    fn table_full_is_counted() {
+        let mut c = cfg();
+        c.table_size = 2;
+        let mut b = lb(&c);
+        for p in 0..2 {
+            let mut syn = client(p, TcpFlags::SYN);
+            b.handle_front(T0, &mut syn);
+            let mut ack = client(p, TcpFlags::ACK);
+            b.handle_front(T0, &mut ack);
+        }
+        let mut syn = client(9, TcpFlags::SYN);
+        assert_eq!(
+            b.handle_front(T0, &mut syn),
+            Action::Drop(DropReason::TableFull)
+        );
+        assert_eq!(b.snapshot().conntrack.table_full, 1);
+    }
+
+    #[test]
+    fn ip_options_and_fragments_dropped() {
+        let mut b = lb(&cfg());
+        let good = client(1, TcpFlags::SYN);
+        let mut f = good[..34].to_vec();
+        f.extend_from_slice(&[1, 1, 1, 0]);
+        f.extend_from_slice(&good[34..]);
+        f[14] = 0x46;
+        let total = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        Ipv4Packet::new_checked(&mut f[14..])
+            .unwrap()
+            .fill_checksum();
+        assert_eq!(
+            b.handle_front(T0, &mut f),
+            Action::Drop(DropReason::IpOptions)
+        );
+        let mut f = good.clone();
+        f[20] |= 0x20;
+        Ipv4Packet::new_checked(&mut f[14..])
+            .unwrap()
+            .fill_checksum();
+        assert_eq!(
+            b.handle_front(T0, &mut f),
+            Action::Drop(DropReason::Fragment)
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! Fuzzing support: random and mutated frames, and the invariants every
+//! engine decision must satisfy.
+//!
+//! Shared by the engine's property test, the bounded random-mutation
+//! runner (`examples/fuzz_frames.rs`, what `just fuzz` runs on stable) and
+//! any coverage-guided target. Invariants checked per frame:
+//!
+//! * no panic (the caller observes that);
+//! * `Forward { len }`: `len` fits the buffer, the frame parses as
+//!   Ethernet/IPv4/TCP, its IPv4 checksum verifies, and if the input's TCP
+//!   checksum verified, the output's does too (rewrites keep checksums);
+//! * `DeliverLocal { offset, len }`: the range fits the buffer and the IP
+//!   packet is byte-for-byte the one received;
+//! * the connection table never exceeds its capacity.
+
+#![forbid(unsafe_code)]
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use crate::config::{Cluster, Config, Forwarding, LocalServer, RealServer};
+use crate::conntrack::Timeouts;
+use crate::engine::{Action, Balancer, Interfaces};
+use crate::ownership::Member;
+use crate::sched::{SchedulerKind, Target};
+use crate::wire::build::{syn_options, tcp_frame, FrameSpec};
+use crate::wire::{parse_tcp_frame, Ipv4Packet, MacAddr, TcpFlags, TcpSegment, ETH_HEADER_LEN};
+
+/// The VIP of the fuzzing configuration.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+/// Real servers of the fuzzing configuration.
+pub const REALS: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 168, 1, 2), Ipv4Addr::new(192, 168, 1, 3)];
+
+/// A small-table configuration (so eviction and TableFull paths run),
+/// bi-active, two balancers in the cluster (so NotOwner paths run).
+pub fn config(forwarding: Forwarding, scheduler: SchedulerKind) -> Config {
+    Config {
+        front_interface: "front".into(),
+        back_interface: "back".into(),
+        vip: SocketAddrV4::new(VIP, 80),
+        bi_active: true,
+        local: LocalServer {
+            addr: Ipv4Addr::LOCALHOST,
+            port: 80,
+            weight: 1,
+        },
+        real_servers: REALS
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| RealServer {
+                addr,
+                port: if forwarding == Forwarding::Nat {
+                    8080
+                } else {
+                    80
+                },
+                weight: 1 + i as u32,
+                mac: Some(MacAddr([2, 0, 0, 0, 1, i as u8])),
+            })
+            .collect(),
+        scheduler,
+        forwarding,
+        timeouts: Timeouts::default(),
+        table_size: 64,
+        cluster: Cluster {
+            node_id: 1,
+            members: vec![Member { id: 1, weight: 2 }, Member { id: 2, weight: 1 }],
+        },
+    }
+}
+
+/// Balancers covering NAT and DR with different schedulers.
+pub fn balancers() -> Vec<Balancer> {
+    let macs = Interfaces {
+        front_mac: MacAddr([2, 0, 0, 0, 0, 0xf1]),
+        back_mac: MacAddr([2, 0, 0, 0, 0, 0xb1]),
+    };
+    [
+        (Forwarding::Nat, SchedulerKind::Wlc),
+        (Forwarding::Dr, SchedulerKind::Mh),
+        (Forwarding::Nat, SchedulerKind::Sh),
+    ]
+    .into_iter()
+    .filter_map(|(f, s)| Balancer::new(&config(f, s), macs).ok())
+    .collect()
+}
+
+fn tcp_ok(frame: &[u8]) -> bool {
+    let Ok(info) = parse_tcp_frame(frame, true) else {
+        return false;
+    };
+    let Ok(ip) = Ipv4Packet::new_checked(&frame[ETH_HEADER_LEN..info.frame_len()]) else {
+        return false;
+    };
+    TcpSegment::new_checked(ip.payload())
+        .is_ok_and(|t| t.verify_checksum(ip.src_addr(), ip.dst_addr()))
+}
+
+/// Runs one frame through `b` (front or back) and checks the invariants;
+/// `Err` describes the violation.
+pub fn run_one(
+    b: &mut Balancer,
+    now: Duration,
+    input: &[u8],
+    front: bool,
+) -> Result<Action, String> {
+    let mut buf = input.to_vec();
+    let tcp_was_ok = tcp_ok(input);
+    let action = if front {
+        b.handle_front(now, &mut buf)
+    } else {
+        b.handle_back(now, &mut buf)
+    };
+    match action {
+        Action::Forward { len, .. } => {
+            let out = buf
+                .get(..len)
+                .ok_or_else(|| format!("Forward len {len} > buffer {}", buf.len()))?;
+            parse_tcp_frame(out, false)
+                .map_err(|e| format!("forwarded frame does not parse: {e}"))?;
+            if tcp_was_ok && !tcp_ok(out) {
+                return Err("TCP checksum valid on input, invalid on output".into());
+            }
+        }
+        Action::DeliverLocal { offset, len } => {
+            let end = offset
+                .checked_add(len)
+                .ok_or("DeliverLocal range overflows")?;
+            let out = buf
+                .get(offset..end)
+                .ok_or_else(|| format!("DeliverLocal {offset}+{len} > {}", buf.len()))?;
+            if Some(out) != input.get(offset..end) {
+                return Err("DeliverLocal changed the packet".into());
+            }
+        }
+        Action::Drop(_) => {}
+    }
+    if b.conntrack().len() > b.conntrack().capacity() {
+        return Err("connection table above capacity".into());
+    }
+    Ok(action)
+}
+
+/// Applies a random control event (what health checks, operators and the
+/// heartbeat do under traffic): a weight change (0 quiesces), a target up
+/// or down, or a membership change.
+pub fn random_control(b: &mut Balancer, rng: &mut Rng) {
+    let target = match rng.below(3) {
+        0 => Target::Local,
+        i => Target::Real(i as u16 - 1),
+    };
+    match rng.below(3) {
+        0 => {
+            b.set_weight(target, rng.below(3) as u32);
+        }
+        1 => {
+            b.set_up(target, rng.below(3) != 0);
+        }
+        _ => {
+            let members = [(1, 2), (2, 1), (3, 1)]
+                .into_iter()
+                .filter(|_| rng.below(3) != 0)
+                .map(|(id, weight)| Member { id, weight })
+                .collect();
+            // Ids are distinct and weights small: this cannot fail.
+            let _ = b.set_membership(members);
+        }
+    }
+}
+
+/// xorshift64*: a tiny deterministic generator (no dependency, reproducible by seed).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed (0 is remapped).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in 0..n (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// Generates a frame and the side it arrives on: a mix of valid client and
+/// server traffic over a small port space (so flows repeat and go through
+/// their states), mutated variants (bytes flipped, cut, extended, with the
+/// IPv4 checksum sometimes repaired so deeper paths run) and pure noise.
+pub fn gen_frame(rng: &mut Rng) -> (Vec<u8>, bool) {
+    let kind = rng.below(10);
+    if kind == 0 {
+        let len = rng.below(128);
+        return (
+            (0..len).map(|_| rng.next_u64() as u8).collect(),
+            rng.below(2) == 0,
+        );
+    }
+    let flags = [
+        TcpFlags::SYN,
+        TcpFlags::ACK,
+        TcpFlags::ACK | TcpFlags::PSH,
+        TcpFlags::FIN | TcpFlags::ACK,
+        TcpFlags::RST,
+        TcpFlags::SYN | TcpFlags::ACK,
+        0,
+    ][rng.below(7)];
+    let client = Ipv4Addr::new(172, 16, 0, 1 + rng.below(4) as u8);
+    let cport = 1024 + rng.below(64) as u16;
+    let front = rng.below(3) != 0;
+    let mut spec = FrameSpec {
+        flags,
+        tcp_options: if rng.below(2) == 0 {
+            syn_options()
+        } else {
+            vec![]
+        },
+        payload: vec![b'x'; rng.below(40)],
+        pad: rng.below(2) * rng.below(20),
+        ..Default::default()
+    };
+    if front {
+        spec.src_ip = client;
+        spec.src_port = cport;
+        spec.dst_ip = VIP;
+        spec.dst_port = 80;
+    } else {
+        spec.src_ip = REALS[rng.below(2)];
+        spec.src_port = [8080, 80][rng.below(2)];
+        spec.dst_ip = client;
+        spec.dst_port = cport;
+    }
+    let mut f = tcp_frame(&spec);
+    if kind >= 6 {
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(f.len());
+            f[at] = rng.next_u64() as u8;
+        }
+        match rng.below(4) {
+            0 => f.truncate(rng.below(f.len() + 1)),
+            1 => f.extend((0..rng.below(30)).map(|_| rng.next_u64() as u8)),
+            _ => {}
+        }
+        if rng.below(2) == 0 {
+            if let Ok(mut ip) =
+                Ipv4Packet::new_checked(f.get_mut(ETH_HEADER_LEN..).unwrap_or_default())
+            {
+                ip.fill_checksum();
+            }
+        }
+    }
+    (f, front)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Sequences of generated frames keep every invariant.
+        #[test]
+        fn engine_invariants_hold(seed in any::<u64>()) {
+            let mut rng = super::Rng::new(seed);
+            let mut bs = balancers();
+            prop_assert_eq!(bs.len(), 3);
+            let mut now = Duration::ZERO;
+            for _ in 0..300 {
+                let (f, front) = gen_frame(&mut rng);
+                now += Duration::from_millis(rng.below(2000) as u64);
+                for b in &mut bs {
+                    if let Err(e) = run_one(b, now, &f, front) {
+                        prop_assert!(false, "{} on {:02x?}", e, f);
+                    }
+                    if rng.below(50) == 0 {
+                        b.tick(now);
+                    }
+                    if rng.below(100) == 0 {
+                        random_control(b, &mut rng);
+                    }
+                }
+            }
+        }
+
+        /// Arbitrary bytes on either side keep every invariant.
+        #[test]
+        fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..120), front in any::<bool>()) {
+            for b in &mut balancers() {
+                if let Err(e) = run_one(b, Duration::ZERO, &bytes, front) {
+                    prop_assert!(false, "{}", e);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn generator_reaches_every_action() {
+        let mut rng = super::Rng::new(7);
+        let mut bs = balancers();
+        let (mut fwd, mut local, mut drops) = (0, 0, 0);
+        for i in 0..5000u64 {
+            let (f, front) = gen_frame(&mut rng);
+            for b in &mut bs {
+                match run_one(b, Duration::from_millis(i), &f, front).unwrap() {
+                    Action::Forward { .. } => fwd += 1,
+                    Action::DeliverLocal { .. } => local += 1,
+                    Action::Drop(_) => drops += 1,
+                }
+            }
+        }
+        assert!(
+            fwd > 100 && local > 100 && drops > 100,
+            "{fwd} {local} {drops}"
+        );
+    }
+}

@@ -1,0 +1,353 @@
+//! The control endpoint: a tiny HTTP/1.1 server on its own std thread
+//! (`GET /stats` → the JSON [`StatusDoc`], 404 elsewhere), and the client
+//! `balancer stats` uses.
+//!
+//! The packet thread owns the engine, so the control thread never locks
+//! it: it sends a reply channel to the packet thread, wakes it through the
+//! self-pipe, and waits (bounded) for the document. Requests are handled
+//! one at a time with a 2 s I/O timeout and an 8 KiB head limit, so a slow
+//! or hostile client delays only other control clients, never packets.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use balancer::status::StatusDoc;
+
+/// Largest request head accepted.
+pub const MAX_HEAD: usize = 8192;
+/// Read/write timeout of a control connection.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A request for a document, answered by the packet thread.
+pub type DocRequest = SyncSender<StatusDoc>;
+
+/// What a request head asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /stats` (query string ignored).
+    Stats,
+    /// `HEAD /stats`.
+    StatsHead,
+    /// A path we do not serve.
+    NotFound,
+    /// Another method on /stats.
+    MethodNotAllowed,
+}
+
+/// Parses a request head. `Ok(None)`: incomplete, read more. Errors are
+/// the HTTP status to answer with.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Route>, u16> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if buf.len() >= MAX_HEAD {
+            return Err(431);
+        }
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| 400u16)?;
+    let line = head.lines().next().unwrap_or_default();
+    let mut it = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(400);
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(505);
+    }
+    let path = target.split('?').next().unwrap_or_default();
+    Ok(Some(match (method, path) {
+        ("GET", "/stats") => Route::Stats,
+        ("HEAD", "/stats") => Route::StatsHead,
+        (_, "/stats") => Route::MethodNotAllowed,
+        _ => Route::NotFound,
+    }))
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
+/// A whole response (always `Connection: close`).
+pub fn response(code: u16, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {code} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
+        reason(code),
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+/// Binds the control listener (before the loop starts, so a bad address
+/// fails at startup).
+pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).with_context(|| format!("cannot listen on control address {addr}"))
+}
+
+/// Starts the control thread. Documents are requested on `requests`; the
+/// `wake` handle (the self-pipe's write end) nudges the packet loop.
+pub fn spawn(
+    listener: TcpListener,
+    requests: Sender<DocRequest>,
+    wake: std::fs::File,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(stream) = conn else { continue };
+                if let Err(e) = handle(stream, &requests, &wake) {
+                    // Client errors (timeouts, resets) are not ours to shout about.
+                    let _ = e;
+                }
+            }
+        })
+        .context("cannot start the control thread")?;
+    Ok(())
+}
+
+fn handle(
+    mut s: TcpStream,
+    requests: &Sender<DocRequest>,
+    mut wake: &std::fs::File,
+) -> std::io::Result<()> {
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut buf = [0u8; MAX_HEAD];
+    let mut n = 0;
+    let route = loop {
+        match parse_head(&buf[..n]) {
+            Ok(Some(r)) => break Ok(r),
+            Err(code) => break Err(code),
+            Ok(None) => {}
+        }
+        match s.read(&mut buf[n..]) {
+            Ok(0) => return Ok(()),
+            Ok(k) => n += k,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break Err(408)
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let reply = match route {
+        Ok(Route::Stats) | Ok(Route::StatsHead) => {
+            let head_only = route == Ok(Route::StatsHead);
+            let (tx, rx) = mpsc::sync_channel(1);
+            let doc = requests.send(tx).ok().and_then(|_| {
+                let _ = wake.write(&[1]);
+                rx.recv_timeout(Duration::from_secs(1)).ok()
+            });
+            match doc {
+                Some(d) => response(200, "application/json", &(d.to_json() + "\n"), head_only),
+                None => response(503, "text/plain", "packet loop not answering\n", head_only),
+            }
+        }
+        Ok(Route::NotFound) => response(404, "text/plain", "not found (try GET /stats)\n", false),
+        Ok(Route::MethodNotAllowed) => response(405, "text/plain", "only GET and HEAD\n", false),
+        Err(code) => response(code, "text/plain", &format!("{}\n", reason(code)), false),
+    };
+    s.write_all(&reply)?;
+    s.flush()
+}
+
+/// Answers every pending document request (called by the packet thread).
+pub fn answer(requests: &Receiver<DocRequest>, mut make: impl FnMut() -> StatusDoc) {
+    while let Ok(reply) = requests.try_recv() {
+        let _ = reply.try_send(make());
+    }
+}
+
+/// Splits an HTTP/1.x response into status code and body.
+pub fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| {
+            anyhow!(
+                "incomplete HTTP response ({} bytes, no end of head)",
+                raw.len()
+            )
+        })?;
+    let head = std::str::from_utf8(&raw[..end]).context("HTTP response head is not UTF-8")?;
+    let status = head.lines().next().unwrap_or_default();
+    let code: u16 = status
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("bad HTTP status line {status:?}"))?;
+    let mut body = &raw[end + 4..];
+    let len = head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        if k.trim().eq_ignore_ascii_case("content-length") {
+            v.trim().parse::<usize>().ok()
+        } else {
+            None
+        }
+    });
+    if let Some(len) = len {
+        if body.len() < len {
+            bail!("HTTP body cut short: {} of {len} bytes", body.len());
+        }
+        body = &body[..len];
+    }
+    Ok((code, String::from_utf8_lossy(body).into_owned()))
+}
+
+/// `GET path` from a control endpoint; the body of a 200 reply.
+pub fn fetch(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to the balancer control endpoint {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .with_context(|| format!("sending the request to {addr}"))?;
+    let mut raw = Vec::new();
+    s.take(64 << 20)
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading the reply from {addr}"))?;
+    let (code, body) = parse_response(&raw).with_context(|| format!("reply from {addr}"))?;
+    if code != 200 {
+        bail!("{addr}{path}: HTTP {code}: {}", body.trim());
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads() {
+        assert_eq!(
+            parse_head(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Ok(Some(Route::Stats))
+        );
+        assert_eq!(
+            parse_head(b"GET /stats?x=1 HTTP/1.0\r\n\r\n"),
+            Ok(Some(Route::Stats))
+        );
+        assert_eq!(
+            parse_head(b"HEAD /stats HTTP/1.1\r\n\r\n"),
+            Ok(Some(Route::StatsHead))
+        );
+        assert_eq!(
+            parse_head(b"POST /stats HTTP/1.1\r\n\r\n"),
+            Ok(Some(Route::MethodNotAllowed))
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\n\r\n"),
+            Ok(Some(Route::NotFound))
+        );
+        assert_eq!(parse_head(b"GET /stats HTTP/1.1\r\n"), Ok(None));
+        assert_eq!(parse_head(b"GARBAGE\r\n\r\n"), Err(400));
+        assert_eq!(parse_head(b"GET /stats SPDY/3\r\n\r\n"), Err(505));
+        assert_eq!(parse_head(b"\xff\xfe\r\n\r\n"), Err(400));
+        assert_eq!(parse_head(&[b'a'; MAX_HEAD]), Err(431));
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let r = response(200, "application/json", "{\"a\":1}\n", false);
+        assert_eq!(
+            parse_response(&r).unwrap(),
+            (200, "{\"a\":1}\n".to_string())
+        );
+        let r = response(404, "text/plain", "nope", false);
+        assert_eq!(parse_response(&r).unwrap().0, 404);
+        let h = response(200, "text/plain", "body", true);
+        assert!(String::from_utf8(h).unwrap().ends_with(
+            "Content-Length: 4\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+        ));
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+                .unwrap_err()
+                .to_string()
+                .contains("cut short")
+        );
+        assert!(parse_response(b"junk").is_err());
+        assert!(parse_response(b"HTTP/1.1 abc\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn server_answers_over_loopback() {
+        use balancer::config::Config;
+        use balancer::engine::{Balancer, Interfaces};
+        use balancer::status::ProcessInfo;
+        use balancer::wire::MacAddr;
+
+        let cfg = Config::from_toml_str(
+            "[interfaces]\nfront = \"f\"\nback = \"b\"\n[vip]\naddr = \"10.0.0.1\"\nport = 80\n[[real_servers]]\naddr = \"10.1.0.2\"\n",
+        )
+        .unwrap();
+        let b = Balancer::new(
+            &cfg,
+            Interfaces {
+                front_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                back_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            },
+        )
+        .unwrap();
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let waker = crate::io::sys::Waker::new().unwrap();
+        spawn(l, tx, waker.handle().unwrap()).unwrap();
+        // Stand-in packet loop.
+        std::thread::spawn(move || loop {
+            let mut fds = [libc::pollfd {
+                fd: waker.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let _ = crate::io::sys::poll(&mut fds, Duration::from_millis(100));
+            waker.drain();
+            answer(&rx, || StatusDoc {
+                snapshot: b.snapshot(),
+                process: ProcessInfo {
+                    pid: 7,
+                    ..Default::default()
+                },
+            });
+        });
+        let body = fetch(addr, "/stats", Duration::from_secs(2)).unwrap();
+        let d: StatusDoc = serde_json::from_str(&body).unwrap();
+        assert_eq!(d.process.pid, 7);
+        assert_eq!(d.snapshot.service, "10.0.0.1:80");
+        let e = fetch(addr, "/nope", Duration::from_secs(2))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HTTP 404"), "{e}");
+        // A client that sends an endless head gets 431, and the server lives on.
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(&[b'x'; MAX_HEAD]);
+        let mut r = Vec::new();
+        let _ = s.read_to_end(&mut r);
+        assert!(String::from_utf8_lossy(&r).starts_with("HTTP/1.1 431"));
+        assert!(fetch(addr, "/stats", Duration::from_secs(2)).is_ok());
+    }
+}

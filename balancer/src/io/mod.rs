@@ -1,0 +1,14 @@
+//! The I/O layer of the `balancer` binary: it carries bytes between the
+//! interfaces, the TUN device and the sans-I/O engine of the library.
+//!
+//! * [`sys`]: the system calls std and pnet lack (all `unsafe` is here).
+//! * [`packet`]: one interface's pnet channel over our own AF_PACKET socket.
+//! * [`arp`]: real-server MAC resolution state (pure).
+//! * [`control`]: the `GET /stats` HTTP endpoint and its client.
+//! * [`runner`]: the packet loop (one thread, poll(2)).
+
+pub mod arp;
+pub mod control;
+pub mod packet;
+pub mod runner;
+pub mod sys;

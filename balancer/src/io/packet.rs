@@ -1,0 +1,224 @@
+//! One interface's pnet datalink channel over an AF_PACKET socket we build
+//! ourselves (buffers, PACKET_IGNORE_OUTGOING), handed to pnet through
+//! `Config::socket_fd`; pnet binds it to the interface with ETH_P_ALL and
+//! makes it non-blocking. The packet thread owns each [`Port`].
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use balancer::wire::MacAddr;
+use pnet::datalink::{self, Channel, DataLinkReceiver, DataLinkSender, NetworkInterface};
+
+use super::sys;
+
+/// How frames are read and sent once pnet has set the channel up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoMode {
+    /// pnet's receiver and sender: poll(0) + recvfrom + copy per frame read,
+    /// poll + sendto per frame sent.
+    Pnet,
+    /// recv(MSG_DONTWAIT) straight into the engine's buffer and send(2) on
+    /// the same (pnet-bound) socket: two system calls fewer per forwarded
+    /// frame and no copy.
+    Direct,
+}
+
+/// What one read attempt produced.
+#[derive(Debug)]
+pub enum Recv {
+    /// A frame of this length is at the start of the buffer.
+    Frame(usize),
+    /// A frame did not fit the buffer (cut): dropped.
+    Oversize,
+    /// Nothing queued.
+    Empty,
+    /// A socket error.
+    Error(io::Error),
+}
+
+/// Socket settings shared by both ports.
+#[derive(Debug, Clone, Copy)]
+pub struct PortOptions {
+    /// Read/send path.
+    pub io: IoMode,
+    /// Read buffer (largest frame + 1).
+    pub frame_buffer: usize,
+    /// Requested SO_RCVBUF.
+    pub rcvbuf: u32,
+    /// Requested SO_SNDBUF.
+    pub sndbuf: u32,
+    /// Promiscuous mode.
+    pub promisc: bool,
+}
+
+/// A bound interface: pnet receiver and sender plus what the loop needs.
+pub struct Port {
+    /// Role in messages: "front" or "back".
+    pub role: &'static str,
+    /// Interface name.
+    pub name: String,
+    /// The socket (owned by pnet; polled by the loop).
+    pub fd: RawFd,
+    /// Interface MAC.
+    pub mac: MacAddr,
+    /// First IPv4 address of the interface, if any.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Effective receive buffer in bytes.
+    pub rcvbuf: u32,
+    /// pnet receiver (read timeout 0: the loop polls first).
+    pub rx: Box<dyn DataLinkReceiver>,
+    /// pnet sender.
+    pub tx: Box<dyn DataLinkSender>,
+    /// Read/send path.
+    pub io: IoMode,
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port")
+            .field("role", &self.role)
+            .field("name", &self.name)
+            .field("fd", &self.fd)
+            .field("mac", &self.mac)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finds an interface by name, with the list of names in the error.
+pub fn find_interface(name: &str, role: &str) -> anyhow::Result<NetworkInterface> {
+    let all = datalink::interfaces();
+    match all.iter().find(|i| i.name == name) {
+        Some(i) => Ok(i.clone()),
+        None => {
+            let names: Vec<&str> = all.iter().map(|i| i.name.as_str()).collect();
+            bail!(
+                "{role} interface '{name}' does not exist (interfaces here: {})",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// First IPv4 address of an interface.
+pub fn first_ipv4(i: &NetworkInterface) -> Option<Ipv4Addr> {
+    i.ips.iter().find_map(|n| match n.ip() {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    })
+}
+
+fn hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => " (needs root / CAP_NET_RAW)",
+        _ => "",
+    }
+}
+
+impl Port {
+    /// Opens `name` in the role `role` ("front" or "back").
+    pub fn open(role: &'static str, name: &str, o: &PortOptions) -> anyhow::Result<Port> {
+        let iface = find_interface(name, role)?;
+        let Some(m) = iface.mac else {
+            bail!(
+                "{role} interface '{name}' has no MAC address (an Ethernet interface is required)"
+            );
+        };
+        let mac = MacAddr([m.0, m.1, m.2, m.3, m.4, m.5]);
+        if !iface.is_up() {
+            eprintln!("balancer: warning: {role} interface '{name}' is down");
+        }
+        let (sock, rcvbuf, _) = sys::packet_socket(o.rcvbuf, o.sndbuf).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open AF_PACKET socket on '{name}' ({role}): {e}{}",
+                hint(&e)
+            )
+        })?;
+        let fd = sock.as_raw_fd();
+        if !o.promisc {
+            sys::packet_allmulti(fd, iface.index)
+                .with_context(|| format!("PACKET_ADD_MEMBERSHIP allmulti on '{name}' ({role})"))?;
+        }
+        let cfg = datalink::Config {
+            read_buffer_size: o.frame_buffer,
+            write_buffer_size: o.frame_buffer,
+            read_timeout: Some(Duration::ZERO),
+            write_timeout: Some(Duration::from_millis(200)),
+            promiscuous: o.promisc,
+            // pnet takes ownership of the descriptor (closes it on error and on drop).
+            socket_fd: Some(sock.into_raw_fd()),
+            ..Default::default()
+        };
+        match datalink::channel(&iface, cfg) {
+            Ok(Channel::Ethernet(tx, rx)) => Ok(Port {
+                role,
+                name: name.to_string(),
+                fd,
+                mac,
+                ipv4: first_ipv4(&iface),
+                rcvbuf,
+                rx,
+                tx,
+                io: o.io,
+            }),
+            Ok(_) => bail!("pnet returned a non-Ethernet channel for '{name}' ({role})"),
+            Err(e) => bail!(
+                "cannot bind AF_PACKET socket to '{name}' ({role}): {e}{}",
+                hint(&e)
+            ),
+        }
+    }
+
+    /// Reads the next frame into `buf` (without blocking).
+    pub fn recv(&mut self, buf: &mut [u8]) -> Recv {
+        match self.io {
+            IoMode::Pnet => match self.rx.next() {
+                // A frame filling pnet's buffer may have been cut.
+                Ok(frame) if frame.len() >= buf.len() => Recv::Oversize,
+                Ok(frame) => {
+                    buf[..frame.len()].copy_from_slice(frame);
+                    Recv::Frame(frame.len())
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    Recv::Empty
+                }
+                Err(e) => Recv::Error(e),
+            },
+            IoMode::Direct => match sys::recv_frame(self.fd, buf) {
+                Ok(Some(n)) if n > buf.len() => Recv::Oversize,
+                Ok(Some(n)) => Recv::Frame(n),
+                Ok(None) => Recv::Empty,
+                Err(e) => Recv::Error(e),
+            },
+        }
+    }
+
+    /// Sends one frame (waiting up to 200 ms for room in the socket buffer).
+    pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        match self.io {
+            IoMode::Pnet => match self.tx.send_to(frame, None) {
+                Some(r) => r,
+                None => Err(io::Error::other("pnet: frame larger than its write buffer")),
+            },
+            IoMode::Direct => match sys::send_frame(self.fd, frame) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut p = [libc::pollfd {
+                        fd: self.fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    }];
+                    sys::poll(&mut p, Duration::from_millis(200))?;
+                    sys::send_frame(self.fd, frame)
+                }
+                r => r,
+            },
+        }
+    }
+}

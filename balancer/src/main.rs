@@ -1,0 +1,82 @@
+//! `balancer`: parses options and calls the library and the I/O layer.
+//!
+//! Exit codes: 0 on success and after SIGINT/SIGTERM, 2 for bad flags or
+//! an invalid configuration, 1 for runtime errors (missing interface, no
+//! permission, control endpoint unreachable ...).
+
+mod cli;
+mod io;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use balancer::counters::format_list;
+use balancer::status::{format_status, StatusDoc};
+use clap::Parser;
+
+use crate::cli::{Cli, Command, RunArgs, StatsArgs};
+use crate::io::packet::PortOptions;
+use crate::io::runner::{self, RunOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(a) => run(&a),
+        Command::Stats(a) => stats(&a),
+    }
+}
+
+fn run(a: &RunArgs) -> ExitCode {
+    let cfg = match cli::build_config(a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("balancer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = RunOptions {
+        port: PortOptions {
+            io: a.io,
+            frame_buffer: a.frame_buffer as usize,
+            rcvbuf: a.rcvbuf,
+            sndbuf: a.sndbuf,
+            promisc: a.promisc,
+        },
+        tick: Duration::from_millis(a.tick_ms),
+        tun: a.tun.clone(),
+        control: a.control,
+    };
+    match runner::run(cfg, opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("balancer: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn stats(a: &StatsArgs) -> ExitCode {
+    let body = match io::control::fetch(a.control, "/stats", Duration::from_millis(a.timeout_ms)) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("balancer: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    if a.json {
+        print!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<StatusDoc>(&body) {
+        Ok(d) if a.list => print!("{}", format_list(&d.snapshot)),
+        Ok(d) => print!("{}", format_status(&d)),
+        Err(e) => {
+            eprintln!(
+                "balancer: {}/stats did not return a balancer status document: {e}",
+                a.control
+            );
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}

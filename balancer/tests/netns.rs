@@ -1,0 +1,644 @@
+//! End-to-end test of the `balancer` binary in network namespaces it
+//! creates itself (needs root; prints a loud SKIP otherwise):
+//!
+//! ```text
+//!  bal-tcli  cli0 198.19.0.10 ── front 198.19.0.1   bal-tlb   back 198.19.2.1 ── eth0 198.19.2.10  bal-trs
+//!            clidr 198.19.3.1 ─────────────── (DR return path) ─────────────── rsdr 198.19.3.2
+//!                                     vip0 (TUN) 198.19.1.100/32
+//! ```
+//!
+//! The client routes everything via the LB front (so the VIP's frames go to
+//! the front MAC); the LB kernel has no VIP on front, drops front→VIP in
+//! nftables prerouting and does not forward (ip_forward=0): only the
+//! user-space balancer moves packets. Phases: NAT with bi-active off (via
+//! `--io pnet`) and on (default `--io direct`), malformed frames, the `stats` CLI, DR, and SIGTERM → exit 0.
+//! Everything lives in 198.19.0.0/16 and is deleted on drop, even on panic.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use balancer::status::StatusDoc;
+use balancer::wire::build::{tcp_frame, FrameSpec};
+use balancer::wire::{Ipv4Packet, MacAddr, TcpFlags};
+
+const CLI: &str = "bal-tcli";
+const LB: &str = "bal-tlb";
+const RS: &str = "bal-trs";
+const VIP: &str = "198.19.1.100";
+const CONTROL: &str = "198.19.0.1:9100";
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> String {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend_from_slice(args);
+    sh(&v)
+}
+
+/// Deletes the namespaces (and with them every veth, address and rule).
+struct Topology;
+
+impl Topology {
+    fn clean() {
+        for ns in [CLI, LB, RS] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    fn up() -> Topology {
+        Self::clean();
+        let t = Topology;
+        for ns in [CLI, LB, RS] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&[
+            "ip", "-n", LB, "link", "add", "front", "type", "veth", "peer", "name", "cli0",
+            "netns", CLI,
+        ]);
+        sh(&[
+            "ip", "-n", LB, "link", "add", "back", "type", "veth", "peer", "name", "eth0", "netns",
+            RS,
+        ]);
+        sh(&[
+            "ip", "-n", RS, "link", "add", "rsdr", "type", "veth", "peer", "name", "clidr",
+            "netns", CLI,
+        ]);
+        for (ns, dev, addr) in [
+            (CLI, "cli0", "198.19.0.10/24"),
+            (CLI, "clidr", "198.19.3.1/24"),
+            (LB, "front", "198.19.0.1/24"),
+            (LB, "back", "198.19.2.1/24"),
+            (RS, "eth0", "198.19.2.10/24"),
+            (RS, "rsdr", "198.19.3.2/24"),
+        ] {
+            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+            in_ns(
+                ns,
+                &[
+                    "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+                ],
+            );
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        sh(&[
+            "ip",
+            "-n",
+            CLI,
+            "route",
+            "add",
+            "default",
+            "via",
+            "198.19.0.1",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            RS,
+            "route",
+            "add",
+            "default",
+            "via",
+            "198.19.2.1",
+        ]);
+        // LB: the VIP on a TUN only; the kernel neither forwards nor takes
+        // front->VIP packets.
+        sh(&[
+            "ip", "-n", LB, "tuntap", "add", "dev", "vip0", "mode", "tun",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            LB,
+            "addr",
+            "add",
+            &format!("{VIP}/32"),
+            "dev",
+            "vip0",
+        ]);
+        sh(&["ip", "-n", LB, "link", "set", "vip0", "up"]);
+        in_ns(LB, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        for ns in [LB, CLI] {
+            for dev in ["all", "default"] {
+                in_ns(
+                    ns,
+                    &["sysctl", "-qw", &format!("net.ipv4.conf.{dev}.rp_filter=0")],
+                );
+            }
+        }
+        in_ns(LB, &["sysctl", "-qw", "net.ipv4.conf.vip0.rp_filter=0"]);
+        in_ns(CLI, &["sysctl", "-qw", "net.ipv4.conf.clidr.rp_filter=0"]);
+        in_ns(LB, &["nft", "add", "table", "ip", "bal"]);
+        in_ns(
+            LB,
+            &[
+                "nft",
+                "add",
+                "chain",
+                "ip",
+                "bal",
+                "pre",
+                "{ type filter hook prerouting priority -300; }",
+            ],
+        );
+        in_ns(
+            LB,
+            &[
+                "nft", "add", "rule", "ip", "bal", "pre", "iifname", "front", "ip", "daddr", VIP,
+                "drop",
+            ],
+        );
+        // RS: ready for DR too (VIP on lo, no ARP for it).
+        sh(&[
+            "ip",
+            "-n",
+            RS,
+            "addr",
+            "add",
+            &format!("{VIP}/32"),
+            "dev",
+            "lo",
+        ]);
+        for dev in ["all", "eth0"] {
+            in_ns(
+                RS,
+                &[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv4.conf.{dev}.arp_ignore=1"),
+                ],
+            );
+            in_ns(
+                RS,
+                &[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv4.conf.{dev}.arp_announce=2"),
+                ],
+            );
+        }
+        t
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        Self::clean();
+    }
+}
+
+/// A child process killed on drop.
+struct Proc {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `argv` in `ns` and waits for a stderr line containing `ready`.
+    fn start(ns: &str, argv: &[&str], ready: &str) -> Proc {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let lines = stderr.clone();
+        let ready_s = ready.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!(
+                    "  [{}] {line}",
+                    if line.starts_with("balancer") {
+                        "lb"
+                    } else {
+                        "rs"
+                    }
+                );
+                if line.contains(&ready_s) {
+                    let _ = tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut p = Proc { child, stderr };
+        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            let status = p.child.try_wait();
+            panic!(
+                "{argv:?} not ready within 10 s ({status:?}); stderr: {:?}",
+                p.stderr.lock().unwrap()
+            );
+        }
+        p
+    }
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+}
+
+/// Runs `f` on a thread that has entered the network namespace `ns`.
+fn with_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a valid namespace descriptor; it changes only this thread.
+        let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad reply {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// `n` GETs of / from the client to the VIP, one connection each; returns failures.
+fn client_gets(n: usize) -> Vec<String> {
+    with_ns(CLI, move || {
+        let vip: SocketAddr = format!("{VIP}:80").parse().unwrap();
+        let mut errs = Vec::new();
+        for i in 0..n {
+            match http_get(vip, "/") {
+                Ok((200, body)) if body.len() == 75 => {}
+                other => errs.push(format!("request {i}: {other:?}")),
+            }
+        }
+        errs
+    })
+}
+
+fn served(ns: &str, addr: &str) -> u64 {
+    let a: SocketAddr = addr.parse().unwrap();
+    let (code, body) = with_ns(ns, move || http_get(a, "/stats")).unwrap();
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["requests_total"].as_u64().unwrap()
+}
+
+fn lb_doc() -> StatusDoc {
+    let a: SocketAddr = CONTROL.parse().unwrap();
+    let (code, body) = with_ns(LB, move || http_get(a, "/stats")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn rs_served() -> u64 {
+    served(RS, "198.19.2.10:8080")
+}
+
+fn local_served() -> u64 {
+    served(LB, &format!("{VIP}:80"))
+}
+
+fn start_balancer(bin: &str, extra: &[&str]) -> Proc {
+    let mut argv = vec![
+        bin,
+        "run",
+        "--front",
+        "front",
+        "--back",
+        "back",
+        "--vip",
+        "198.19.1.100:80",
+        "--scheduler",
+        "rr",
+        "--table-size",
+        "4096",
+    ];
+    argv.extend_from_slice(extra);
+    let p = Proc::start(LB, &argv, "balancer: ready (");
+    // Wait until ARP has resolved the real server.
+    let t0 = Instant::now();
+    loop {
+        let d = lb_doc();
+        if d.process.unresolved.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "ARP unresolved: {:?}",
+            d.process
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p
+}
+
+fn stop(mut p: Proc) -> String {
+    sh(&["kill", "-TERM", &p.child.id().to_string()]);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "balancer ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        p.log()
+    );
+    let log = p.log();
+    assert!(log.contains("balancer: exiting after"), "{log}");
+    log
+}
+
+/// Sends malformed frames from the client to the LB front MAC.
+fn inject_garbage(lb_front: MacAddr) {
+    with_ns(CLI, move || {
+        use pnet::datalink::{self, Channel};
+        let iface = datalink::interfaces()
+            .into_iter()
+            .find(|i| i.name == "cli0")
+            .unwrap();
+        let m = iface.mac.unwrap();
+        let src = MacAddr([m.0, m.1, m.2, m.3, m.4, m.5]);
+        let Ok(Channel::Ethernet(mut tx, _rx)) = datalink::channel(&iface, Default::default())
+        else {
+            panic!("no channel on cli0");
+        };
+        let good = || {
+            tcp_frame(&FrameSpec {
+                src_mac: src,
+                dst_mac: lb_front,
+                src_ip: "198.19.0.10".parse().unwrap(),
+                dst_ip: VIP.parse().unwrap(),
+                src_port: 40000,
+                dst_port: 80,
+                flags: TcpFlags::SYN,
+                ..Default::default()
+            })
+        };
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        // Truncated: the IPv4 header is cut.
+        frames.push(good()[..24].to_vec());
+        // Bad IPv4 header checksum.
+        let mut f = good();
+        f[14 + 10] ^= 0xff;
+        frames.push(f);
+        // A fragment.
+        let mut f = good();
+        f[14 + 6] |= 0x20;
+        Ipv4Packet::new_checked(&mut f[14..])
+            .unwrap()
+            .fill_checksum();
+        frames.push(f);
+        // UDP to the VIP.
+        let mut f = good();
+        f[14 + 9] = 17;
+        Ipv4Packet::new_checked(&mut f[14..])
+            .unwrap()
+            .fill_checksum();
+        frames.push(f);
+        // IPv4 header claiming version 6.
+        let mut f = good();
+        f[14] = 0x65;
+        frames.push(f);
+        // Total length beyond the frame.
+        let mut f = good();
+        f[14 + 2] = 0x05;
+        frames.push(f);
+        // A full-size frame of junk with the IPv4 ethertype.
+        let mut f = good();
+        f.resize(1514, 0xa5);
+        f[14] = 0xff;
+        frames.push(f);
+        for f in &frames {
+            tx.send_to(f, None).unwrap().unwrap();
+        }
+    });
+}
+
+#[test]
+fn balancer_end_to_end_in_namespaces() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "\n*** SKIP: balancer_end_to_end_in_namespaces needs root (network namespaces) ***\n"
+        );
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_balancer");
+    let realserver: PathBuf = PathBuf::from(bin).with_file_name("realserver");
+    if !realserver.exists() {
+        eprintln!(
+            "\n*** SKIP: {} is missing: build it first (`cargo build -p realserver`, done by `just test`) ***\n",
+            realserver.display()
+        );
+        return;
+    }
+    let rsbin = realserver.to_str().unwrap();
+    let t0 = Instant::now();
+    let _topo = Topology::up();
+    let _rs = Proc::start(
+        RS,
+        &[
+            rsbin,
+            "--listen",
+            "198.19.2.10:8080",
+            "--listen",
+            "198.19.1.100:80",
+            "--threads",
+            "1",
+            "--name",
+            "rs1",
+        ],
+        "listening",
+    );
+    let _local = Proc::start(
+        LB,
+        &[
+            rsbin,
+            "--listen",
+            "198.19.1.100:80",
+            "--threads",
+            "1",
+            "--name",
+            "lb1",
+        ],
+        "listening",
+    );
+    let lb_front: MacAddr = in_ns(LB, &["cat", "/sys/class/net/front/address"])
+        .trim()
+        .parse()
+        .unwrap();
+
+    // 1. NAT, bi-active off: the real server serves everything.
+    let lb = start_balancer(
+        bin,
+        &[
+            "--method",
+            "nat",
+            "--bi-active",
+            "off",
+            "--real",
+            "198.19.2.10:8080",
+        ],
+    );
+    let (rs0, lo0) = (rs_served(), local_served());
+    let errs = client_gets(200);
+    assert!(errs.is_empty(), "NAT/off failures: {errs:?}\n{}", lb.log());
+    assert_eq!(rs_served() - rs0, 200);
+    assert_eq!(local_served() - lo0, 0, "bi-active off: local served some");
+    let d = lb_doc();
+    assert_eq!(d.snapshot.targets.len(), 1, "{:?}", d.snapshot.targets);
+    assert_eq!(d.snapshot.targets[0].traffic.conns, 200);
+    assert!(
+        d.snapshot.targets[0].traffic.out_pkts >= 600,
+        "{:?}",
+        d.snapshot.targets[0]
+    );
+    assert_eq!(d.snapshot.delivered_local, 0);
+    assert!(d.process.cpu_secs > 0.0);
+    let log = stop(lb);
+    assert!(log.contains("real[0] 198.19.2.10 is at"), "{log}");
+
+    // 2. NAT, bi-active on (rr), default (direct) I/O: both serve, the sums add up.
+    let lb = start_balancer(
+        bin,
+        &[
+            "--method",
+            "nat",
+            "--bi-active",
+            "on",
+            "--real",
+            "198.19.2.10:8080",
+        ],
+    );
+    let (rs0, lo0) = (rs_served(), local_served());
+    let errs = client_gets(200);
+    assert!(errs.is_empty(), "NAT/on failures: {errs:?}\n{}", lb.log());
+    let (rs_n, lo_n) = (rs_served() - rs0, local_served() - lo0);
+    assert_eq!(rs_n + lo_n, 200, "rs {rs_n} + local {lo_n}");
+    assert!(
+        rs_n >= 90 && lo_n >= 90,
+        "rr split: rs {rs_n}, local {lo_n}"
+    );
+    let d = lb_doc();
+    assert_eq!(d.snapshot.targets[0].name, "local");
+    assert_eq!(d.snapshot.targets[0].traffic.conns, lo_n);
+    assert_eq!(d.snapshot.targets[1].traffic.conns, rs_n);
+    assert!(d.snapshot.delivered_local > 0);
+    assert_eq!(d.process.tun_errors, 0);
+
+    // 3. Malformed frames are counted and the balancer survives.
+    let before = d.snapshot.drops.clone();
+    inject_garbage(lb_front);
+    std::thread::sleep(Duration::from_millis(200));
+    let d = lb_doc();
+    let delta = |k: &str| d.snapshot.drops[k] - before[k];
+    assert!(delta("truncated") >= 2, "{:?}", d.snapshot.drops);
+    assert!(delta("bad_checksum") >= 1, "{:?}", d.snapshot.drops);
+    assert!(delta("fragment") >= 1, "{:?}", d.snapshot.drops);
+    assert!(delta("not_tcp") >= 1, "{:?}", d.snapshot.drops);
+    assert!(delta("malformed") >= 2, "{:?}", d.snapshot.drops);
+    let errs = client_gets(20);
+    assert!(errs.is_empty(), "after garbage: {errs:?}");
+
+    // 4. The stats CLI renders the table from the JSON document.
+    let table = in_ns(LB, &[bin, "stats", "--control", CONTROL]);
+    assert!(table.contains("TCP  198.19.1.100:80"), "{table}");
+    assert!(table.contains("  -> 198.19.2.10:8080"), "{table}");
+    assert!(table.contains("Process: pid"), "{table}");
+    eprintln!("balancer stats:\n{table}");
+    let list = in_ns(LB, &[bin, "stats", "--control", CONTROL, "--list"]);
+    assert!(list.contains("Masq"), "{list}");
+    let json = in_ns(LB, &[bin, "stats", "--control", CONTROL, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["drops"]["truncated"].as_u64().unwrap() >= 2);
+    let log = stop(lb);
+    eprintln!("{}", log.lines().last().unwrap_or_default());
+
+    // 5. DR, bi-active off: MAC rewrite only, the RS answers the client directly.
+    sh(&[
+        "ip",
+        "-n",
+        RS,
+        "route",
+        "add",
+        "198.19.0.0/24",
+        "via",
+        "198.19.3.1",
+    ]);
+    let lb = start_balancer(
+        bin,
+        &[
+            "--method",
+            "dr",
+            "--bi-active",
+            "off",
+            "--real",
+            "198.19.2.10:80",
+        ],
+    );
+    let (rs0, lo0) = (rs_served(), local_served());
+    let errs = client_gets(200);
+    assert!(errs.is_empty(), "DR failures: {errs:?}\n{}", lb.log());
+    assert_eq!(rs_served() - rs0, 200);
+    assert_eq!(local_served() - lo0, 0);
+    let d = lb_doc();
+    assert_eq!(d.snapshot.targets[0].forward, "Route");
+    assert_eq!(d.snapshot.targets[0].traffic.conns, 200);
+    assert_eq!(
+        d.snapshot.targets[0].traffic.out_pkts, 0,
+        "DR replies bypass the balancer"
+    );
+    stop(lb);
+    eprintln!("namespace test took {:.1} s", t0.elapsed().as_secs_f64());
+}

@@ -1,0 +1,720 @@
+//! `harness bench-balancer`: the I/O side of [`crate::bench`]. Brings the
+//! `1lb-1rs` / `unconstrained` testbed up (or reuses it), then, for each
+//! round and each target in turn: flushes TIME_WAIT sockets everywhere,
+//! starts a fresh real server, switches the testbed to the target (router
+//! neighbour, nftables, sysctl, temporary routes: namespaces only), starts
+//! the forwarder (balancer or HAProxy) and checks the path end to end, reads
+//! the counters, runs the clients, reads the counters again, and undoes the
+//! switch (a guard undoes it on error too). Writes the JSON record
+//! atomically, prints the table, and always tears the testbed down — also on
+//! error and Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use crate::bench::{
+    checks, client_args, haproxy_config, nft_ruleset, parse_host_cpu, parse_link_mac,
+    parse_link_stats, parse_proc_cpu_ticks, render_table, setup_steps, summarize, teardown_steps,
+    BenchRecord, BenchSpec, Layout, LoadFigures, NsCmd, Sample, Snapshot, Target, BENCH_PROFILE,
+    BENCH_SCHEMA, BENCH_TOPOLOGY,
+};
+use crate::experiment::{run_dir_name, Method, RunSpec, Stop, SERVICE_PORT};
+use crate::nsnet::{http_get, tcp_probe};
+use crate::plan::netns_name;
+use crate::profile::Profile;
+use crate::run::{
+    bring_up_testbed, check_interrupt, describe_exit, io_err, log_tail, progress, spawn_logged,
+    unix_ms, versions, wait_ready, Binaries, Procs, RunError, BALANCER_READY_LINE,
+    BALANCER_READY_TIMEOUT, FETCH_TIMEOUT, SERVER_READY_TIMEOUT,
+};
+use crate::signal;
+use crate::testbed::{self, Testbed};
+use crate::topology::Topology;
+
+/// How long the path may take to carry a first request after a switch.
+pub const PATH_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Knobs of one benchmark besides the spec.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// The benchmark.
+    pub spec: BenchSpec,
+    /// Directory of loadgen, realserver, balancer.
+    pub bin_dir: PathBuf,
+    /// Run directory: configs, logs, client results, the record.
+    pub out_dir: PathBuf,
+    /// Where the JSON record goes (default `out_dir/bench.json`).
+    pub json: Option<PathBuf>,
+    /// Echo testbed commands.
+    pub verbose: bool,
+    /// State directory of the testbed.
+    pub state_dir: PathBuf,
+}
+
+/// `results/bench-balancer-<UTC timestamp>`.
+pub fn default_out_dir() -> PathBuf {
+    PathBuf::from("results").join(run_dir_name(unix_ms() / 1000).replacen(
+        "run",
+        "bench-balancer",
+        1,
+    ))
+}
+
+/// Runs the whole benchmark, including teardown. Interrupts
+/// (SIGINT/SIGTERM/SIGHUP) stop it cleanly.
+pub fn bench(opts: &BenchOptions) -> Result<BenchRecord, RunError> {
+    let topology = Topology::load(BENCH_TOPOLOGY).map_err(|e| RunError::Results {
+        what: format!("topology {BENCH_TOPOLOGY}"),
+        detail: e.to_string(),
+    })?;
+    let profile = Profile::load(BENCH_PROFILE).map_err(|e| RunError::Results {
+        what: format!("profile {BENCH_PROFILE}"),
+        detail: e.to_string(),
+    })?;
+    let layout = Layout::of(&topology).map_err(|e| RunError::Results {
+        what: "testbed layout".into(),
+        detail: e.to_string(),
+    })?;
+    opts.spec
+        .validate(layout.clients.len())
+        .map_err(|e| RunError::Results {
+            what: "bench-balancer options".into(),
+            detail: e.to_string(),
+        })?;
+    let bins = Binaries::find(&opts.bin_dir)?;
+    let haproxy_version = first_line(Command::new("haproxy").arg("-v"));
+    if opts.spec.targets.contains(&Target::Haproxy) && haproxy_version.is_none() {
+        return Err(RunError::Process {
+            what: "`haproxy -v` failed".into(),
+            detail: "install HAProxy (Debian: apt-get install haproxy) or leave `haproxy` out of --targets".into(),
+        });
+    }
+    let flag = signal::catch_interrupts();
+    let mut result = bring_up_testbed(&topology, &profile, &opts.state_dir, opts.verbose, flag)
+        .and_then(|tb| {
+            let mut ctx = Ctx::new(&tb, &bins, opts, &topology, &profile, layout, flag)?;
+            ctx.haproxy_version = haproxy_version;
+            ctx.bench()
+        });
+    if result.is_err() && signal::interrupted() {
+        result = Err(RunError::Interrupted);
+    }
+    match testbed::down(&opts.state_dir, opts.verbose) {
+        Ok(_) => progress("testbed torn down"),
+        Err(e) if result.is_ok() => return Err(e.into()),
+        Err(e) => progress(format!("teardown after the failure also failed: {e}")),
+    }
+    result
+}
+
+fn first_line(c: &mut Command) -> Option<String> {
+    let o = c.stderr(Stdio::null()).output().ok()?;
+    if !o.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .map(|l| l.trim().to_string())
+}
+
+/// Everything a run needs, prepared once.
+struct Ctx<'a> {
+    tb: &'a Testbed,
+    bins: &'a Binaries,
+    opts: &'a BenchOptions,
+    layout: Layout,
+    flag: &'a AtomicBool,
+    out: PathBuf,
+    lb_front_mac: String,
+    nft_file: PathBuf,
+    haproxy_file: PathBuf,
+    balancer_cfg: PathBuf,
+    balancer_args: Vec<String>,
+    balancer_control: SocketAddrV4,
+    rs_args: Vec<String>,
+    rs_listen: SocketAddrV4,
+    clk_tck: f64,
+    haproxy_version: Option<String>,
+    warned_proc: bool,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        tb: &'a Testbed,
+        bins: &'a Binaries,
+        opts: &'a BenchOptions,
+        topology: &Topology,
+        profile: &Profile,
+        layout: Layout,
+        flag: &'a AtomicBool,
+    ) -> Result<Ctx<'a>, RunError> {
+        let out = std::path::absolute(&opts.out_dir)
+            .map_err(io_err(format!("resolving {}", opts.out_dir.display())))?;
+        for d in ["logs", "clients", "config", "stats"] {
+            fs::create_dir_all(out.join(d))
+                .map_err(io_err(format!("creating {}", out.join(d).display())))?;
+        }
+        let write = |name: &str, text: &str| -> Result<PathBuf, RunError> {
+            let p = out.join("config").join(name);
+            fs::write(&p, text).map_err(io_err(format!("writing {}", p.display())))?;
+            Ok(p)
+        };
+        let nft_file = write("nat.nft", &nft_ruleset(&layout))?;
+        let haproxy_file = write("haproxy.cfg", &haproxy_config(&layout))?;
+        // The balancer's configuration as `harness run` writes it, bi-active off.
+        let run_spec = RunSpec {
+            topology: topology.clone(),
+            profile: profile.clone(),
+            bi_active: false,
+            method: Method::Nat,
+            scheduler: "rr".into(),
+            rate: Some(1.0),
+            stop: Stop::DurationS(opts.spec.seconds),
+            clients: layout.clients.len(),
+            timeout_s: opts.spec.timeout_s,
+            server_threads: opts.spec.server_threads,
+            client_threads: 1,
+        };
+        let lb = run_spec
+            .balancers()?
+            .into_iter()
+            .find(|b| b.node == layout.lb)
+            .ok_or_else(|| RunError::Results {
+                what: "balancer plan".into(),
+                detail: format!("no plan for {}", layout.lb),
+            })?;
+        let balancer_cfg = write(&format!("{}.toml", lb.node), &lb.config_toml)?;
+        let rs = run_spec
+            .servers()
+            .into_iter()
+            .find(|s| s.node == layout.rs)
+            .ok_or_else(|| RunError::Results {
+                what: "real server plan".into(),
+                detail: format!("no plan for {}", layout.rs),
+            })?;
+        let rs_listen = rs.listen[0];
+        let rs_args = rs.args(opts.spec.server_threads, profile.server_work_us);
+        let link = Command::new("ip")
+            .args(["-n", &netns_name(&layout.lb), "-j", "link", "show"])
+            .output()
+            .map_err(io_err("running `ip -j link show`"))?;
+        let lb_front_mac = parse_link_mac(&String::from_utf8_lossy(&link.stdout), &layout.front)
+            .map_err(|detail| RunError::Results {
+                what: format!("MAC of {}:{}", layout.lb, layout.front),
+                detail,
+            })?;
+        // SAFETY: sysconf(3) has no preconditions.
+        let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Ok(Ctx {
+            tb,
+            bins,
+            opts,
+            flag,
+            out,
+            lb_front_mac,
+            nft_file,
+            haproxy_file,
+            balancer_args: lb.args(&balancer_cfg),
+            balancer_cfg,
+            balancer_control: lb.control,
+            rs_args,
+            rs_listen,
+            clk_tck: if tck > 0 { tck as f64 } else { 100.0 },
+            haproxy_version: None,
+            warned_proc: false,
+            layout,
+        })
+    }
+
+    fn bench(&mut self) -> Result<BenchRecord, RunError> {
+        let spec = self.opts.spec.clone();
+        let started = unix_ms();
+        let loadavg = fs::read_to_string("/proc/loadavg")
+            .ok()
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+        progress(format!(
+            "run directory {}; host load average {}",
+            self.out.display(),
+            loadavg.as_deref().unwrap_or("?")
+        ));
+        progress(format!("balancer config {}", self.balancer_cfg.display()));
+        let total = spec.repeat as usize * spec.targets.len();
+        let mut samples = Vec::new();
+        for round in 0..spec.repeat {
+            for &t in &spec.targets {
+                check_interrupt(self.flag)?;
+                progress(format!(
+                    "run {}/{total}: ({}) {} — {}",
+                    samples.len() + 1,
+                    spec.targets.iter().position(|x| *x == t).unwrap_or(0) + 1,
+                    t.as_str(),
+                    t.describe()
+                ));
+                let s = self.one_run(t, round)?;
+                progress(format!(
+                    "  {:.0} replies/s, {:.2} % errors, LB {:.0} pkt/s{}",
+                    s.reply_rate,
+                    s.error_percent,
+                    s.lb_pps,
+                    s.proc_us_per_packet
+                        .map(|u| format!(", {u:.2} µs CPU per LB packet"))
+                        .unwrap_or_default()
+                ));
+                samples.push(s);
+            }
+        }
+        let summary = summarize(&samples, &spec.targets);
+        let checks = checks(&summary);
+        let table = render_table(&spec, &summary, &checks);
+        let setup: BTreeMap<Target, (Vec<NsCmd>, Vec<NsCmd>)> = spec
+            .targets
+            .iter()
+            .map(|&t| {
+                (
+                    t,
+                    (
+                        setup_steps(t, &self.layout, &self.lb_front_mac, &self.nft_file),
+                        teardown_steps(t, &self.layout),
+                    ),
+                )
+            })
+            .collect();
+        let record = BenchRecord {
+            schema: BENCH_SCHEMA.into(),
+            spec,
+            topology: BENCH_TOPOLOGY.into(),
+            profile: BENCH_PROFILE.into(),
+            versions: versions(self.bins),
+            haproxy_version: self.haproxy_version.clone(),
+            loadavg_at_start: loadavg,
+            started_unix_ms: started,
+            finished_unix_ms: unix_ms(),
+            samples,
+            summary,
+            checks,
+            table: table.clone(),
+            setup,
+        };
+        let json_path = self
+            .opts
+            .json
+            .clone()
+            .unwrap_or_else(|| self.out.join("bench.json"));
+        let mut bytes = serde_json::to_vec_pretty(&record).map_err(|e| RunError::Results {
+            what: "serialising the record".into(),
+            detail: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+        loadgen::json_out::write_bytes_atomic(&bytes, &json_path)
+            .map_err(io_err(format!("writing {}", json_path.display())))?;
+        let table_path = self.out.join("table.txt");
+        loadgen::json_out::write_bytes_atomic(table.as_bytes(), &table_path)
+            .map_err(io_err(format!("writing {}", table_path.display())))?;
+        let mut stdout = io::stdout().lock();
+        let _ = write!(stdout, "{table}");
+        let _ = stdout.flush();
+        progress(format!(
+            "result written to {} (table: {})",
+            json_path.display(),
+            table_path.display()
+        ));
+        Ok(record)
+    }
+
+    /// `ss -K state time-wait` in every node of the path (PAWS would
+    /// reject reused ports of a different path otherwise: field notes).
+    fn flush_time_wait(&self) {
+        let l = &self.layout;
+        let nodes = l
+            .clients
+            .iter()
+            .chain([&l.router, &l.lb, &l.rs])
+            .cloned()
+            .collect::<Vec<_>>();
+        let argv: Vec<String> = ["ss", "-K", "-t", "state", "time-wait"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for n in nodes {
+            match self.tb.output(&n, &argv) {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => progress(format!(
+                    "warning: `ss -K` in {n} {}: {}",
+                    describe_exit(o.status),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+                Err(e) => progress(format!("warning: `ss -K` in {n}: {e}")),
+            }
+        }
+    }
+
+    fn run_cmds(&self, cmds: &[NsCmd]) -> Result<(), RunError> {
+        for c in cmds {
+            let o = self.tb.output(&c.node, &c.argv)?;
+            if !o.status.success() {
+                return Err(RunError::Process {
+                    what: format!("`{}` in {} ({})", c.argv.join(" "), c.node, c.why),
+                    detail: format!(
+                        "{}: {}",
+                        describe_exit(o.status),
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, pid: Option<(u32, &str)>) -> Result<Snapshot, RunError> {
+        let o = Command::new("ip")
+            .args([
+                "-n",
+                &netns_name(&self.layout.lb),
+                "-j",
+                "-s",
+                "link",
+                "show",
+            ])
+            .output()
+            .map_err(io_err("running `ip -j -s link show`"))?;
+        let lb_links = parse_link_stats(&String::from_utf8_lossy(&o.stdout)).map_err(|detail| {
+            RunError::Results {
+                what: format!("interface counters of {}", self.layout.lb),
+                detail,
+            }
+        })?;
+        let host_text = fs::read_to_string("/proc/stat").map_err(io_err("reading /proc/stat"))?;
+        let host = parse_host_cpu(&host_text).map_err(|detail| RunError::Results {
+            what: "/proc/stat".into(),
+            detail,
+        })?;
+        let proc_ticks = match pid {
+            None => None,
+            Some((pid, expected)) => {
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() != expected {
+                    if !self.warned_proc {
+                        progress(format!(
+                            "warning: pid {pid} is `{}`, not `{expected}`: its CPU is not reported",
+                            comm.trim()
+                        ));
+                        self.warned_proc = true;
+                    }
+                    None
+                } else {
+                    fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .ok()
+                        .and_then(|s| parse_proc_cpu_ticks(&s).ok())
+                }
+            }
+        };
+        Ok(Snapshot {
+            lb_links,
+            proc_ticks,
+            host,
+        })
+    }
+
+    fn rs_requests(&self) -> Option<u64> {
+        let body = http_get(
+            &netns_name(&self.layout.rs),
+            SocketAddr::V4(self.rs_listen),
+            "/stats",
+            FETCH_TIMEOUT,
+        )
+        .ok()?;
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()?
+            .get("requests_total")
+            .and_then(serde_json::Value::as_u64)
+    }
+
+    /// Waits until a client gets a 200 for `/` through the target's path.
+    fn wait_path(&self, t: Target) -> Result<(), RunError> {
+        let ns = netns_name(&self.layout.clients[0]);
+        let to = SocketAddr::V4(SocketAddrV4::new(self.layout.dest(t), SERVICE_PORT));
+        let start = Instant::now();
+        loop {
+            check_interrupt(self.flag)?;
+            let r = http_get(&ns, to, "/", Duration::from_secs(1));
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if start.elapsed() >= PATH_READY_TIMEOUT => {
+                    return Err(RunError::Process {
+                        what: format!(
+                            "{} path: no reply from http://{to}/ in {} after {} s",
+                            t.as_str(),
+                            self.layout.clients[0],
+                            PATH_READY_TIMEOUT.as_secs()
+                        ),
+                        detail: e.to_string(),
+                    })
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn one_run(&mut self, t: Target, round: u32) -> Result<Sample, RunError> {
+        let l = self.layout.clone();
+        let tag = format!("{}-r{round}", t.as_str());
+        self.flush_time_wait();
+        let mut procs = Procs::default();
+        // A fresh real server every run (its counters and sockets reset).
+        let mut argv = vec![self.bins.realserver.display().to_string()];
+        argv.extend(self.rs_args.iter().cloned());
+        procs.0.push(spawn_logged(
+            self.tb,
+            &l.rs,
+            format!("realserver {} (in {})", l.rs, l.rs),
+            argv,
+            self.out.join("logs").join(format!("{tag}.realserver.log")),
+        )?);
+        let (rs_ns, rs_at) = (netns_name(&l.rs), SocketAddr::V4(self.rs_listen));
+        wait_ready(&mut procs.0[0], SERVER_READY_TIMEOUT, self.flag, || {
+            tcp_probe(&rs_ns, rs_at, FETCH_TIMEOUT)
+        })?;
+        // Switch the testbed to the target; the guard undoes it.
+        let _switch = Switch::apply(self, t)?;
+        let fwd: Option<(usize, &str)> = match t {
+            Target::Balancer => {
+                let mut argv = vec![self.bins.balancer.display().to_string()];
+                argv.extend(self.balancer_args.iter().cloned());
+                let log = self.out.join("logs").join(format!("{tag}.balancer.log"));
+                procs.0.push(spawn_logged(
+                    self.tb,
+                    &l.lb,
+                    format!("balancer in {}", l.lb),
+                    argv,
+                    log.clone(),
+                )?);
+                let (ns, control) = (netns_name(&l.lb), SocketAddr::V4(self.balancer_control));
+                wait_ready(&mut procs.0[1], BALANCER_READY_TIMEOUT, self.flag, || {
+                    fs::read_to_string(&log).is_ok_and(|t| t.contains(BALANCER_READY_LINE))
+                        && http_get(&ns, control, "/stats", FETCH_TIMEOUT).is_ok()
+                })?;
+                Some((1, "balancer"))
+            }
+            Target::Haproxy => {
+                let argv = vec![
+                    "haproxy".to_string(),
+                    "-db".into(),
+                    "-f".into(),
+                    self.haproxy_file.display().to_string(),
+                ];
+                procs.0.push(spawn_logged(
+                    self.tb,
+                    &l.lb,
+                    format!("haproxy in {}", l.lb),
+                    argv,
+                    self.out.join("logs").join(format!("{tag}.haproxy.log")),
+                )?);
+                let (ns, vip) = (
+                    netns_name(&l.lb),
+                    SocketAddr::V4(SocketAddrV4::new(l.vip, SERVICE_PORT)),
+                );
+                wait_ready(&mut procs.0[1], SERVER_READY_TIMEOUT, self.flag, || {
+                    tcp_probe(&ns, vip, FETCH_TIMEOUT)
+                })?;
+                Some((1, "haproxy"))
+            }
+            Target::Nftables | Target::Direct => None,
+        };
+        self.wait_path(t)?;
+        let fwd_pid = fwd.map(|(i, name)| (procs.0[i].p.id(), name));
+        let served_before = self.rs_requests();
+        let before = self.snapshot(fwd_pid)?;
+
+        // The clients, concurrently.
+        let k = l.clients.len();
+        let url = l.url(t);
+        let mut loadgens = Procs::default();
+        let mut jsons = Vec::new();
+        for (i, c) in l.clients.iter().enumerate() {
+            let json = self.out.join("clients").join(format!("{tag}-{c}.json"));
+            let _ = fs::remove_file(&json);
+            let mut argv = vec![self.bins.loadgen.display().to_string()];
+            argv.extend(client_args(&self.opts.spec, &url, i, k, &json));
+            loadgens.0.push(spawn_logged(
+                self.tb,
+                c,
+                format!("loadgen in {c}"),
+                argv,
+                self.out.join("logs").join(format!("{tag}-{c}.loadgen.log")),
+            )?);
+            jsons.push(json);
+        }
+        let budget = self.opts.spec.seconds + self.opts.spec.timeout_s + 30.0;
+        let t0 = Instant::now();
+        let mut done = vec![None; loadgens.0.len()];
+        while done.iter().any(Option::is_none) {
+            check_interrupt(self.flag)?;
+            for (i, pr) in loadgens.0.iter_mut().enumerate() {
+                if done[i].is_none() {
+                    done[i] = pr.p.try_wait().ok().flatten();
+                }
+            }
+            if t0.elapsed().as_secs_f64() > budget {
+                return Err(RunError::Process {
+                    what: format!("clients still running after {budget:.0} s"),
+                    detail: "killed them".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let after = self.snapshot(fwd_pid)?;
+        for (pr, st) in loadgens.0.iter().zip(&done) {
+            if let Some(st) = st.filter(|s| !s.success()) {
+                return Err(RunError::Process {
+                    what: format!("{} {}", pr.what, describe_exit(st)),
+                    detail: log_tail(&pr.log),
+                });
+            }
+        }
+        let served_after = self.rs_requests();
+        if t == Target::Balancer {
+            let ns = netns_name(&l.lb);
+            if let Ok(body) = http_get(
+                &ns,
+                SocketAddr::V4(self.balancer_control),
+                "/stats",
+                FETCH_TIMEOUT,
+            ) {
+                let p = self.out.join("stats").join(format!("{tag}.balancer.json"));
+                let _ = fs::write(p, body);
+            }
+        }
+        procs.stop_all();
+        drop(_switch);
+
+        let mut results = Vec::new();
+        for j in &jsons {
+            results.push(loadgen::json_out::read(j).map_err(|e| RunError::Results {
+                what: format!("client result {}", j.display()),
+                detail: e.to_string(),
+            })?);
+        }
+        let merged = loadgen::merge::merge(results).map_err(|e| RunError::Results {
+            what: "merging the client results".into(),
+            detail: e.to_string(),
+        })?;
+        let load = LoadFigures {
+            conns: merged.counts.conns_attempted,
+            replies: merged.replies(),
+            errors: merged.errors_total(),
+            duration_s: merged.summary.test_duration_s,
+        };
+        let served = match (served_before, served_after) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        Ok(Sample::compute(
+            t,
+            round,
+            &l,
+            load,
+            &before,
+            &after,
+            self.clk_tck,
+            served,
+        ))
+    }
+}
+
+/// The testbed switched to a target; dropping it runs the target's
+/// teardown commands (each one, best effort; failures are reported).
+struct Switch<'a> {
+    tb: &'a Testbed,
+    undo: Vec<NsCmd>,
+}
+
+impl<'a> Switch<'a> {
+    fn apply(ctx: &Ctx<'a>, t: Target) -> Result<Switch<'a>, RunError> {
+        let guard = Switch {
+            tb: ctx.tb,
+            undo: teardown_steps(t, &ctx.layout),
+        };
+        ctx.run_cmds(&setup_steps(
+            t,
+            &ctx.layout,
+            &ctx.lb_front_mac,
+            &ctx.nft_file,
+        ))?;
+        Ok(guard)
+    }
+}
+
+impl Drop for Switch<'_> {
+    fn drop(&mut self) {
+        for c in &self.undo {
+            match self.tb.output(&c.node, &c.argv) {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => progress(format!(
+                    "warning: undo `{}` in {}: {}",
+                    c.argv.join(" "),
+                    c.node,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+                Err(e) => progress(format!("warning: undo `{}`: {e}", c.argv.join(" "))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_dir_is_timestamped() {
+        let d = default_out_dir();
+        let s = d.to_str().unwrap();
+        assert!(
+            s.starts_with("results/bench-balancer-") && s.ends_with('Z'),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn first_line_of_a_command() {
+        assert_eq!(
+            first_line(Command::new("echo").args(["a b", "c"])).as_deref(),
+            Some("a b c")
+        );
+        assert_eq!(first_line(&mut Command::new("false")), None);
+        assert_eq!(first_line(&mut Command::new("/nonexistent/prog")), None);
+    }
+
+    #[test]
+    fn unknown_path_reports_missing_binaries() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = BenchOptions {
+            spec: BenchSpec {
+                seconds: 1.0,
+                repeat: 1,
+                concurrency: 64,
+                targets: Target::ALL.to_vec(),
+                timeout_s: 5.0,
+                server_threads: 1,
+            },
+            bin_dir: d.path().to_path_buf(),
+            out_dir: d.path().join("out"),
+            json: None,
+            verbose: false,
+            state_dir: d.path().join("state"),
+        };
+        let e = bench(&opts).unwrap_err().to_string();
+        assert!(e.contains("`loadgen` not found"), "{e}");
+        let mut bad = opts.clone();
+        bad.spec.repeat = 0;
+        let e = bench(&bad).unwrap_err().to_string();
+        assert!(e.contains("--repeat 0"), "{e}");
+    }
+}

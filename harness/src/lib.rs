@@ -1,0 +1,52 @@
+//! Testbed provisioning for the bi-active balancer experiments: an emulated
+//! cluster made of network namespaces on one Linux host.
+//!
+//! Module map:
+//! - [`net`]: IPv4 prefixes, the RFC 2544 testbed range, VIP multicast MAC.
+//! - [`topology`]: the cluster as a plain value (hosts, segments, addresses,
+//!   routes), built-ins `1lb-1rs`, `2lb-2rs`, `1lb-1rs-dr`, validation.
+//! - [`profile`]: node CPU shares and link rates (`unconstrained`, `paper`).
+//! - [`cgroup`]: which CPU-controller hierarchy this host has, node cgroups.
+//! - [`plan`]: pure `plan_up(topology, profile)` / `plan_down(inventory)`
+//!   returning steps; `render_script` prints them as `#!/bin/sh`.
+//! - [`exec`]: runs steps (commands and native file operations).
+//! - [`discover`]: finds everything carrying our prefix (for `down`).
+//! - [`state`]: the atomically written state file and the up/down lock.
+//! - [`testbed`]: the handle: `up` with rollback, `down`, `exec`/`spawn`
+//!   inside a node (namespace + cgroup).
+//! - [`status`]: the `harness status` report.
+//! - [`signal`], [`privilege`]: Ctrl-C handling and the root check.
+//! - [`nsnet`]: TCP probes and HTTP `GET`s from inside a node's namespace.
+//! - [`experiment`]: one experiment point as data (servers, balancer
+//!   configs, loadgen arguments) and its tables and JSON record (pure).
+//! - [`run`]: `harness run` / `harness demo`: starts everything, runs the
+//!   clients, collects and writes results, always stops and tears down.
+//! - [`bench`]: `harness bench-balancer` as data: the four forwarding paths
+//!   (balancer, nftables DNAT, HAProxy, direct), the namespace commands that
+//!   switch between them, counter parsers, medians, table, JSON record.
+//! - [`bench_run`]: runs `bench-balancer` (alternating targets, counters
+//!   around every run), always undoes every switch and tears down.
+
+pub mod bench;
+pub mod bench_run;
+pub mod cgroup;
+pub mod discover;
+pub mod exec;
+pub mod experiment;
+pub mod net;
+pub mod nsnet;
+pub mod plan;
+pub mod privilege;
+pub mod profile;
+pub mod run;
+pub mod signal;
+pub mod state;
+pub mod status;
+pub mod testbed;
+pub mod topology;
+
+/// The prefix of every namespace, link and cgroup the harness creates, so
+/// that `down` can find and remove all of them, even after a crash.
+pub const PREFIX: &str = "bal-";
+
+pub use testbed::{NodeProcess, Testbed};

@@ -1,0 +1,510 @@
+//! `harness`: build, inspect, use and tear down the emulated cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use harness::bench::BenchSpec;
+use harness::bench_run::{self, BenchOptions};
+use harness::cgroup::CgroupFlavor;
+use harness::discover::{describe, discover};
+use harness::exec::FAIL_AT_STEP_ENV;
+use harness::experiment::{Method, RunSpec, Stop};
+use harness::plan::{plan_down, plan_up, render_script};
+use harness::privilege::{is_privileged, NEED_ROOT};
+use harness::profile::Profile;
+use harness::run::{self as runner, RunError, RunOptions};
+use harness::state::STATE_DIR;
+use harness::testbed::{self, Error, Testbed, UpOptions};
+use harness::topology::Topology;
+use harness::{signal, status, PREFIX};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "harness",
+    version,
+    about = "Emulated cluster (network namespaces) for the bi-active load balancer experiments",
+    long_about = "Emulated cluster (network namespaces) for the bi-active load balancer experiments.\n\n\
+        Every namespace, link and cgroup is named `bal-*`; all addresses are in 198.18.0.0/15 \
+        (RFC 2544) and live only inside the namespaces; the root namespace gets nothing."
+)]
+struct Cli {
+    /// Print every command to stderr as it runs.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Build the testbed (tears down any previous one or leftovers first).
+    Up {
+        /// Built-in topology (1lb-1rs, 2lb-2rs, 1lb-1rs-dr) or a .toml/.json file.
+        #[arg(long, short, default_value = "1lb-1rs")]
+        topology: String,
+        /// Built-in profile (unconstrained, paper) or a .toml/.json file.
+        #[arg(long, short, default_value = "unconstrained")]
+        profile: String,
+        /// Print the plan as a replayable #!/bin/sh script; create nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove every namespace, link and cgroup named `bal-*` (also leftovers of crashes).
+    Down {
+        /// Print what would be removed as a #!/bin/sh script; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show what exists: namespaces, links, addresses, routes, cgroups.
+    Status,
+    /// Run one experiment point: testbed up (or reuse), servers, balancers,
+    /// one loadgen per client host, merged result, served-by table, JSON
+    /// record; then stop everything and tear down (unless --keep-up).
+    #[command(
+        after_help = "Example: harness run --topology 1lb-1rs --profile paper --bi-active on --rate 600 --duration 10s\n\
+        Writes results/run-<UTC time>/ (configs, logs, client results, result.json) unless --out-dir/--json say otherwise."
+    )]
+    Run {
+        #[command(flatten)]
+        point: PointArgs,
+        /// Whether each balancer's own server takes flows (the paper's bi-active mode).
+        #[arg(long, value_enum, default_value = "on")]
+        bi_active: OnOff,
+        /// Write the JSON record here (default: RUN_DIR/result.json).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Leave the testbed up afterwards (`harness down` removes it).
+        #[arg(long)]
+        keep_up: bool,
+    },
+    /// The paper's comparison in one command: the same point with bi-active
+    /// on and off (each on a fresh testbed), printed side by side.
+    Demo {
+        #[command(flatten)]
+        point: PointArgs,
+    },
+    /// Compare the user-space balancer with nftables DNAT, HAProxy and a
+    /// direct path, in one testbed, connection per request; table + JSON.
+    #[command(
+        long_about = "Compare, in one testbed (topology 1lb-1rs, profile unconstrained) and one invocation, \
+the connection-per-request reply rate and the packets per second through the load balancer node of four paths \
+from the client hosts to the real server rs1:\n\
+  (1) balancer  the user-space balancer, LVS-NAT, bi-active off (every flow to rs1)\n\
+  (2) nftables  the LB node's kernel forwards, nftables DNAT VIP:80 -> rs1 (conntrack un-NATs the replies)\n\
+  (3) haproxy   HAProxy mode tcp, nbthread 1, listening on VIP:80 in the LB node\n\
+  (4) direct    clients -> router -> rs1's own address (the LB is bypassed)\n\n\
+Load: loadgen on every client host, closed loop, one request per connection (--concurrency N --num-calls 1), \
+for --seconds; --repeat rounds, the configs alternating within each round; medians are reported. Before every run \
+TIME_WAIT sockets are flushed in every node (`ss -K`) and rs1's server is restarted.\n\n\
+Measured per run: reply rate (replies / load duration) and errors (loadgen); packets received on the LB's \
+front + back (ip -s link) per second of load; CPU (utime+stime, /proc/PID/stat) of the balancer or HAProxy per \
+such packet (the in-kernel path runs in softirq, which is not per process: n/a); host-wide softirq and busy CPU \
+time per reply (/proc/stat, every namespace included).\n\n\
+Temporary changes, inside the namespaces only, undone after each run: for (2) and (3) the router's VIP neighbour \
+points at the LB's unicast MAC (its kernel ignores TCP in the multicast frames the balancer uses) and the LB's \
+prerouting drop of VIP packets is lifted; (2) sets ip_forward=1 and loads table ip balbench; (4) plugs a router \
+leg into the sub-cluster (198.18.11.254) and routes rs1's replies and the clients through it.\n\n\
+Targets (ratios of median reply rates): balancer / haproxy >= 1.0 and balancer / nftables >= 0.5, shown as \
+PASS/FAIL. Exit status 0 whatever the verdict (1 with --strict when a target fails), 1 on errors, 130 on Ctrl-C. \
+The testbed is always torn down. Needs root, haproxy, and release binaries (cargo build --release --workspace).",
+        after_help = "Example: harness bench-balancer --seconds 5 --repeat 3 --json bench.json\n\
+Writes results/bench-balancer-<UTC time>/ (configs, logs, client results, table.txt, bench.json) unless --out-dir/--json say otherwise."
+    )]
+    BenchBalancer {
+        /// Load duration of every run, seconds.
+        #[arg(long, value_name = "S", default_value_t = 5.0)]
+        seconds: f64,
+        /// Runs per configuration (alternating); the table shows medians.
+        #[arg(long, value_name = "R", default_value_t = 3)]
+        repeat: u32,
+        /// Concurrent connections of all clients together (closed loop).
+        #[arg(long, value_name = "N", default_value_t = 64)]
+        concurrency: u32,
+        /// Configurations to run, comma-separated, in table order.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = harness::bench::Target::ALL)]
+        targets: Vec<harness::bench::Target>,
+        /// loadgen --timeout per operation, seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        timeout: f64,
+        /// Worker threads of rs1's web server.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        server_threads: u32,
+        /// Write the JSON record here (default: OUT_DIR/bench.json).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Run directory [default: results/bench-balancer-<UTC time>].
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// Directory holding loadgen, realserver and balancer [default: the harness's own directory].
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        /// Exit 1 when a target fails.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run a command inside a node's namespace (and cgroup); exits with its code.
+    Exec {
+        /// Node name (client1, router, lb1, rs1, ... or `sw` for the switch).
+        node: String,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+}
+
+/// `on` / `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// Forwarding method flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MethodArg {
+    /// LVS-NAT (topologies 1lb-1rs, 2lb-2rs).
+    Nat,
+    /// LVS-DR (topology 1lb-1rs-dr).
+    Dr,
+}
+
+/// Options shared by `run` and `demo`: one experiment point.
+#[derive(Args, Debug, Clone)]
+struct PointArgs {
+    /// Built-in topology (1lb-1rs, 2lb-2rs, 1lb-1rs-dr) or a .toml/.json file.
+    #[arg(long, short, default_value = "1lb-1rs")]
+    topology: String,
+    /// Built-in profile (unconstrained, paper) or a .toml/.json file
+    /// [default: run: unconstrained; demo: paper].
+    #[arg(long, short)]
+    profile: Option<String>,
+    /// Forwarding to the real servers [default: what the topology is built for].
+    #[arg(long, value_enum)]
+    method: Option<MethodArg>,
+    /// Balancer scheduler: rr, wrr, lc, wlc, sh, mh.
+    #[arg(long, default_value = "rr")]
+    scheduler: String,
+    /// Total offered connection rate of all clients together, per second
+    /// (each of K clients offers RATE/K) [demo default: 600].
+    #[arg(long, value_name = "R")]
+    rate: Option<f64>,
+    /// How long the clients offer load, e.g. 10s, 500ms, 2m [demo default: 10s].
+    #[arg(long, value_name = "D", value_parser = loadgen::cli::parse_duration, conflicts_with = "num_conns")]
+    duration: Option<std::time::Duration>,
+    /// Total connections (split over the clients) instead of a duration.
+    #[arg(long, value_name = "N")]
+    num_conns: Option<u64>,
+    /// Client hosts to use [default: all client hosts of the topology].
+    #[arg(long, value_name = "K")]
+    clients: Option<usize>,
+    /// loadgen --timeout per operation, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    timeout: f64,
+    /// Worker threads of every web server (the paper's machines had one CPU).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    server_threads: u32,
+    /// Worker threads of each loadgen.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    client_threads: u32,
+    /// Directory holding loadgen, realserver and balancer [default: the harness's own directory].
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Run directory for configs, logs and results [default: results/run-<UTC time>].
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+}
+
+/// The demo's default load: see the `paper` profile's calibration notes.
+const DEMO_RATE: f64 = 600.0;
+/// The demo's default duration (two httperf reply-rate samples).
+const DEMO_DURATION_S: f64 = 10.0;
+
+fn point_options(
+    a: PointArgs,
+    bi_active: bool,
+    demo: bool,
+    verbose: bool,
+) -> Result<RunOptions, String> {
+    let topology = Topology::load(&a.topology).map_err(|e| e.to_string())?;
+    let default_profile = if demo { "paper" } else { "unconstrained" };
+    let profile = Profile::load(a.profile.as_deref().unwrap_or(default_profile))
+        .map_err(|e| e.to_string())?;
+    let method = match a.method {
+        Some(MethodArg::Nat) => Method::Nat,
+        Some(MethodArg::Dr) => Method::Dr,
+        None => RunSpec::natural_method(&topology),
+    };
+    let (rate, stop) = match (a.rate, a.duration, a.num_conns) {
+        (r, _, Some(n)) => (r, Stop::NumConns(n)),
+        (r, Some(d), None) => (r, Stop::DurationS(d.as_secs_f64())),
+        (r, None, None) if demo => (
+            Some(r.unwrap_or(DEMO_RATE)),
+            Stop::DurationS(DEMO_DURATION_S),
+        ),
+        _ => return Err("give the load: --rate R --duration D, or --num-conns N".into()),
+    };
+    let rate = if demo { rate.or(Some(DEMO_RATE)) } else { rate };
+    let n_clients = topology
+        .nodes
+        .iter()
+        .filter(|n| n.role == harness::topology::Role::Client)
+        .count();
+    let spec = RunSpec {
+        topology,
+        profile,
+        bi_active,
+        method,
+        scheduler: a.scheduler,
+        rate,
+        stop,
+        clients: a.clients.unwrap_or(n_clients),
+        timeout_s: a.timeout,
+        server_threads: a.server_threads,
+        client_threads: a.client_threads,
+    };
+    spec.validate().map_err(|e| e.to_string())?;
+    Ok(RunOptions {
+        spec,
+        bin_dir: a.bin_dir.unwrap_or_else(runner::default_bin_dir),
+        out_dir: a
+            .out_dir
+            .unwrap_or_else(|| runner::default_out_dir(if demo { "demo" } else { "run" })),
+        json: None,
+        keep_up: false,
+        verbose,
+        state_dir: PathBuf::from(STATE_DIR),
+    })
+}
+
+fn run_failed(e: RunError) -> ExitCode {
+    match e {
+        RunError::Interrupted => {
+            eprintln!("harness: interrupted; every process was stopped");
+            ExitCode::from(130)
+        }
+        e => fail(e),
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("harness: {e}");
+    ExitCode::from(1)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let dir = Path::new(STATE_DIR);
+    let needs_root = match &cli.cmd {
+        Cmd::Up { dry_run, .. } | Cmd::Down { dry_run } => !dry_run,
+        Cmd::Exec { .. } | Cmd::Run { .. } | Cmd::Demo { .. } | Cmd::BenchBalancer { .. } => true,
+        Cmd::Status => false,
+    };
+    if needs_root && !is_privileged() {
+        eprintln!("{NEED_ROOT}");
+        return ExitCode::from(1);
+    }
+    match cli.cmd {
+        Cmd::Up {
+            topology,
+            profile,
+            dry_run,
+        } => up(&topology, &profile, dry_run, cli.verbose, dir),
+        Cmd::Down { dry_run: true } => {
+            let inv = discover(CgroupFlavor::detect().ok().as_ref());
+            print!(
+                "{}",
+                render_script(
+                    &format!("harness down: removes {}", describe(&inv)),
+                    &plan_down(&inv)
+                )
+            );
+            ExitCode::SUCCESS
+        }
+        Cmd::Down { dry_run: false } => match testbed::down(dir, cli.verbose) {
+            Ok(inv) if inv.is_empty() => {
+                println!("nothing to remove (no `{PREFIX}*` namespaces, links or cgroups)");
+                ExitCode::SUCCESS
+            }
+            Ok(inv) => {
+                println!("removed {}", describe(&inv));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Cmd::Status => {
+            print!("{}", status::render(dir));
+            ExitCode::SUCCESS
+        }
+        Cmd::Run {
+            point,
+            bi_active,
+            json,
+            keep_up,
+        } => {
+            let mut opts = match point_options(point, bi_active == OnOff::On, false, cli.verbose) {
+                Ok(o) => o,
+                Err(e) => return fail(e),
+            };
+            opts.json = json;
+            opts.keep_up = keep_up;
+            match runner::run(&opts) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => run_failed(e),
+            }
+        }
+        Cmd::Demo { point } => {
+            let opts = match point_options(point, true, true, cli.verbose) {
+                Ok(o) => o,
+                Err(e) => return fail(e),
+            };
+            match runner::demo(&opts) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => run_failed(e),
+            }
+        }
+        Cmd::BenchBalancer {
+            seconds,
+            repeat,
+            concurrency,
+            targets,
+            timeout,
+            server_threads,
+            json,
+            out_dir,
+            bin_dir,
+            strict,
+        } => {
+            let opts = BenchOptions {
+                spec: BenchSpec {
+                    seconds,
+                    repeat,
+                    concurrency,
+                    targets,
+                    timeout_s: timeout,
+                    server_threads,
+                },
+                bin_dir: bin_dir.unwrap_or_else(runner::default_bin_dir),
+                out_dir: out_dir.unwrap_or_else(bench_run::default_out_dir),
+                json,
+                verbose: cli.verbose,
+                state_dir: PathBuf::from(STATE_DIR),
+            };
+            match bench_run::bench(&opts) {
+                Ok(rec) => {
+                    let failed: Vec<&str> = rec
+                        .checks
+                        .iter()
+                        .filter(|c| c.pass == Some(false))
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    if strict && !failed.is_empty() {
+                        eprintln!("harness: --strict: target(s) failed: {}", failed.join(", "));
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => run_failed(e),
+            }
+        }
+        Cmd::Exec { node, cmd } => {
+            let tb = match Testbed::attach(dir) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            match tb.exec(&node, &cmd) {
+                Ok(st) => exit_code_of(st),
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn exit_code_of(st: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        (None, Some(sig)) => ExitCode::from(u8::try_from(128 + sig).unwrap_or(255)),
+        _ => ExitCode::from(1),
+    }
+}
+
+fn up(topology: &str, profile: &str, dry_run: bool, verbose: bool, dir: &Path) -> ExitCode {
+    let t = match Topology::load(topology) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let p = match Profile::load(profile) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    if dry_run {
+        let flavor = CgroupFlavor::detect().ok();
+        return match plan_up(&t, &p, flavor.as_ref()) {
+            Ok(steps) => {
+                let title = format!(
+                    "harness up --topology {} --profile {} ({} steps)\n# Note: `harness up` first removes every `{PREFIX}*` leftover, as `harness down` does.",
+                    t.name,
+                    p.name,
+                    steps.len()
+                );
+                print!("{}", render_script(&title, &steps));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    let start = Instant::now();
+    let flag = signal::catch_interrupts();
+    let fail_at_step = match std::env::var(FAIL_AT_STEP_ENV) {
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return fail(format!(
+                    "{FAIL_AT_STEP_ENV}={v}: expected a step number (1-based)"
+                ))
+            }
+        },
+        Err(_) => None,
+    };
+    let r = Testbed::up(
+        t,
+        p,
+        dir,
+        flag,
+        UpOptions {
+            verbose,
+            fail_at_step,
+        },
+    );
+    signal::default_interrupts();
+    match r {
+        Ok(tb) => {
+            let st = tb.state();
+            let nodes: Vec<&str> = st.topology.nodes.iter().map(|n| n.name.as_str()).collect();
+            println!(
+                "testbed `{}` (profile `{}`) is up in {} ms: nodes {} (+ switch {PREFIX}sw); VIP {}",
+                st.topology.name,
+                st.profile.name,
+                start.elapsed().as_millis(),
+                nodes.join(" "),
+                st.topology.vip
+            );
+            ExitCode::SUCCESS
+        }
+        Err(
+            e @ Error::UpAborted {
+                interrupted: true, ..
+            },
+        ) => {
+            eprintln!("harness: {e}");
+            ExitCode::from(130)
+        }
+        Err(e) => fail(e),
+    }
+}

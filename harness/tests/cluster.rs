@@ -1,0 +1,268 @@
+//! Namespace tests of whole experiment points (`harness run`): the real
+//! balancer, realservers and loadgen on the emulated cluster. They need root
+//! and the debug binaries of the workspace (`cargo build --workspace`
+//! first: cargo does not build other packages' binaries for a test). One
+//! test function (global state: namespaces), serialised with `testbed.rs`
+//! by the shared test lock; a guard runs `harness down` at the end, even
+//! when an assertion fails.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use harness::cgroup::CgroupFlavor;
+use harness::discover::discover;
+use harness::experiment::RunRecord;
+use harness::privilege::is_privileged;
+use harness::state::STATE_DIR;
+use harness::topology::Role;
+
+mod common;
+
+const BIN: &str = env!("CARGO_BIN_EXE_harness");
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Runs `harness down` when dropped.
+struct DownGuard;
+
+impl Drop for DownGuard {
+    fn drop(&mut self) {
+        let o = harness(&["down"]);
+        if !o.status.success() {
+            eprintln!(
+                "cleanup `harness down` failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+}
+
+fn assert_clean(when: &str) {
+    let inv = discover(CgroupFlavor::detect().ok().as_ref());
+    assert!(inv.is_empty(), "{when}: leftovers {inv:?}");
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&netns.stdout).contains("bal-"),
+        "{when}: ip netns list shows ours"
+    );
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("bal-"),
+        "{when}: root link with our prefix"
+    );
+    assert!(
+        !Path::new(STATE_DIR).join("state.json").exists(),
+        "{when}: state file left"
+    );
+}
+
+/// One `harness run` point at 300 conn/s for 3 s from the three clients;
+/// returns its JSON record.
+fn point(bins: &Path, out: &Path, topology: &str, bi: &str, extra: &[&str]) -> RunRecord {
+    let json = out.join(format!("{topology}-{bi}.json"));
+    let run_dir = out.join(format!("{topology}-{bi}"));
+    let mut args = vec![
+        "run",
+        "--topology",
+        topology,
+        "--bi-active",
+        bi,
+        "--rate",
+        "300",
+        "--duration",
+        "3s",
+        "--bin-dir",
+        bins.to_str().unwrap(),
+        "--out-dir",
+        run_dir.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = harness(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "harness {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+        o.status
+    );
+    assert!(
+        stdout.contains("Served by node") && stdout.contains("Total: connections 900"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("balancer(s) ready"), "{stderr}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    let r: RunRecord = serde_json::from_str(&text).unwrap();
+    // Every connection got its reply, and no error.
+    let lg = &r.loadgen;
+    assert_eq!(lg.counts.conns_attempted, 900, "{topology} {bi}");
+    assert_eq!(
+        lg.errors_total(),
+        0,
+        "{topology} {bi}: errors {:?}",
+        lg.errors
+    );
+    assert_eq!(lg.replies(), 900, "{topology} {bi}");
+    assert_eq!(lg.status.s2xx, 900, "{topology} {bi}");
+    // The servers' own counts add up to what the clients got.
+    assert_eq!(
+        r.served_total,
+        lg.replies(),
+        "{topology} {bi}: {:?}",
+        r.served
+    );
+    assert_eq!(r.served.len(), 2);
+    assert_eq!(r.balancers.len(), 1);
+    assert!(
+        r.balancers[0].error.is_none() && r.balancers[0].stats.is_object(),
+        "balancer stats: {:?}",
+        r.balancers[0]
+    );
+    assert!(r.versions.kernel.is_some() && r.versions.balancer.is_some());
+    for d in [
+        "config/lb1.toml",
+        "logs/lb1.balancer.log",
+        "clients/client1.json",
+    ] {
+        assert!(run_dir.join(d).is_file(), "{d} missing in {run_dir:?}");
+    }
+    r
+}
+
+fn served(r: &RunRecord, role: Role) -> u64 {
+    r.served
+        .iter()
+        .filter(|s| s.role == role)
+        .map(|s| s.requests)
+        .sum()
+}
+
+#[test]
+fn cluster_points() {
+    if !is_privileged() {
+        common::skip("cluster_points");
+        return;
+    }
+    let _serial = common::serial();
+    let _guard = DownGuard;
+    let bins = common::bin_dir();
+    let out = tempfile::tempdir().unwrap();
+    let o = harness(&["down"]);
+    assert!(o.status.success());
+    assert_clean("initial down");
+
+    for (topology, method) in [("1lb-1rs", "nat"), ("1lb-1rs-dr", "dr")] {
+        // bi-active on, keeping the testbed up for the next point.
+        let on = point(
+            &bins,
+            out.path(),
+            topology,
+            "on",
+            &["--method", method, "--keep-up"],
+        );
+        assert_eq!(on.spec.method.as_str(), method);
+        let (lb, rs) = (served(&on, Role::Balancer), served(&on, Role::Realserver));
+        assert!(
+            lb > 0 && rs > 0,
+            "{topology} bi-active on: both must serve (lb1-local {lb}, rs1 {rs})"
+        );
+        assert!(
+            Path::new(STATE_DIR).join("state.json").exists(),
+            "--keep-up left the testbed up"
+        );
+        // bi-active off, on the same (reused) testbed, then torn down.
+        let off = point(&bins, out.path(), topology, "off", &["--method", method]);
+        assert_eq!(
+            served(&off, Role::Balancer),
+            0,
+            "{topology} bi-active off: the balancer's own server served requests"
+        );
+        assert_eq!(served(&off, Role::Realserver), 900, "{topology}");
+        assert_clean(&format!("after the {topology} points"));
+    }
+
+    // Ctrl-C while the clients run: every process stopped, testbed removed.
+    let run_dir = out.path().join("interrupted");
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            "--rate",
+            "30",
+            "--duration",
+            "60s",
+            "--bin-dir",
+            bins.to_str().unwrap(),
+            "--out-dir",
+            run_dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !run_dir.join("logs/client3.loadgen.log").exists() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the interrupted run never started its clients"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let t0 = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(t0.elapsed().as_secs() < 20, "Ctrl-C took too long");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("testbed torn down"));
+    assert_clean("after Ctrl-C during a run");
+
+    // A method that does not fit the topology: a clear error, nothing built.
+    let o = harness(&[
+        "run",
+        "--topology",
+        "1lb-1rs",
+        "--method",
+        "dr",
+        "--rate",
+        "10",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not fit topology `1lb-1rs`"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Missing binaries: a clear error naming the build command, nothing left.
+    let empty = tempfile::tempdir().unwrap();
+    let o = harness(&[
+        "run",
+        "--rate",
+        "10",
+        "--duration",
+        "1s",
+        "--bin-dir",
+        empty.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cargo build --release"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_clean("at the end");
+}

@@ -1,0 +1,65 @@
+# Everyday recipes. `just` alone lists them.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+default:
+    @just --list
+
+# Build every binary in release mode (what benchmarks and experiments use).
+build:
+    cargo build --release --workspace
+
+# Run every test (unit, property, black-box, namespace: root); builds the binaries the black-box tests run.
+test:
+    cargo build --workspace --bins
+    cargo test --workspace --all-targets
+
+# Format check and clippy with warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Side-by-side benchmark against httperf, wrk and nginx (ratios of medians). ARGS: --quick, --repeat N.
+bench *ARGS: build
+    python3 scripts/bench.py {{ARGS}}
+
+# Start a realserver on 127.0.0.1:8080 (paper page). ARGS are passed on, e.g. `just serve --threads 2`.
+serve *ARGS: build
+    ./target/release/realserver --listen 127.0.0.1:8080 {{ARGS}}
+
+# Load a server with loadgen, e.g. `just load http://127.0.0.1:8080/ --rate 5000 --duration 10s`.
+load *ARGS: build
+    ./target/release/loadgen {{ARGS}}
+
+# Bi-active on vs off at one point (1lb-1rs, paper profile), side by side; tears down. Needs root.
+demo *ARGS: build
+    ./target/release/harness demo {{ARGS}}
+
+# One experiment point, e.g. `just run --topology 2lb-2rs --profile paper --bi-active off --rate 1200 --duration 10s`.
+run *ARGS: build
+    ./target/release/harness run {{ARGS}}
+
+# Balancer vs nftables DNAT vs HAProxy vs direct, in the testbed (ratios of medians). Needs root.
+bench-balancer *ARGS: build
+    ./target/release/harness bench-balancer {{ARGS}}
+
+# Remove every namespace, link and cgroup of the testbed (also after a crash).
+down:
+    cargo build --release -p harness
+    ./target/release/harness down
+
+# Random and mutated frames through three balancers for a bounded time (stable toolchain).
+fuzz SECONDS="60":
+    cargo run --release -p balancer --example fuzz_frames -- --seconds {{SECONDS}}
+
+# Coverage-guided fuzzing of the frame path with cargo-fuzz (libFuzzer), bounded in time.
+fuzz-libfuzzer SECONDS="60":
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    cd balancer && RUSTC_BOOTSTRAP=1 cargo fuzz run engine_frames -- -max_total_time={{SECONDS}}
+
+# Memory of a one-million-flow connection table (target: <= 200 MB).
+conntrack-mem:
+    cargo run --release -p balancer --example conntrack_mem

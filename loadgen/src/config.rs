@@ -1,0 +1,851 @@
+//! Validated run configuration, built from the command line ([`crate::cli::RunArgs`]).
+//!
+//! Pure: no sockets, no DNS (see [`Target::resolve`]). Every contradictory or invalid combination
+//! of flags becomes one [`ConfigError`] whose message names the flags and what is expected; the
+//! binary prints it on one line and exits with status 2.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::arrival::Distribution;
+use crate::cli::{ArrivalKind, RunArgs, RuntimeKind};
+
+/// Duration of a modern-style run (`loadgen URL ...`) when neither --duration nor --num-conns is
+/// given.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// Per-operation timeout of a modern-style run when --timeout is not given (httperf style has
+/// none, like httperf).
+pub const DEFAULT_URL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A command line that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// Two flags that cannot be combined.
+    #[error("{0} cannot be combined with {1}")]
+    Conflict(&'static str, &'static str),
+    /// A flag's value is unacceptable; the message says what is expected.
+    #[error("invalid {flag} '{value}': {expected}")]
+    Invalid {
+        /// The flag (or "URL").
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What would be accepted.
+        expected: String,
+    },
+    /// Something required is missing.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// The server name does not resolve.
+    #[error("cannot resolve server '{host}': {why}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The resolver's message.
+        why: String,
+    },
+}
+
+/// Where requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or IP literal (without IPv6 brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS (https:// or --ssl).
+    pub tls: bool,
+    /// Request target, e.g. `/index.html?x=1`.
+    pub uri: String,
+    /// Value of the Host header.
+    pub host_header: String,
+}
+
+impl Target {
+    /// Resolve the host to a socket address (first address returned by the system resolver).
+    pub fn resolve(&self) -> Result<SocketAddr, ConfigError> {
+        let err = |why: String| ConfigError::Resolve {
+            host: self.host.clone(),
+            why,
+        };
+        let mut addrs = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| err(e.to_string()))?;
+        addrs.next().ok_or_else(|| err("no address".to_string()))
+    }
+}
+
+/// How connections are created.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Workload {
+    /// Open loop: connections start at scheduled instants, regardless of earlier ones.
+    Open(Distribution),
+    /// Closed loop: this many connection slots; each opens a connection, issues its calls, and
+    /// opens the next when it ends. `--rate 0` (httperf's sequential mode) is `Closed(1)`.
+    Closed(u32),
+}
+
+/// When the run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// After this many connections have completed or failed (httperf --num-conns).
+    Conns(u64),
+    /// No new connection or call starts after this much time; in-flight calls finish.
+    Duration(Duration),
+}
+
+/// Everything the engine needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where requests go.
+    pub target: Target,
+    /// The request method.
+    pub method: String,
+    /// One request, pre-built (sent as is for every call but a connection's last).
+    pub request: Vec<u8>,
+    /// The last request of a connection: announces `Connection: close` (unless
+    /// --no-connection-close or the user set a Connection header) so the server closes first.
+    pub request_last: Vec<u8>,
+    /// The method is HEAD (replies have no body).
+    pub head_request: bool,
+    /// Open or closed loop.
+    pub workload: Workload,
+    /// When to stop.
+    pub stop: Stop,
+    /// Calls per connection (`None` = unlimited: closed loop keeps the connection until the end).
+    pub calls_per_conn: Option<u32>,
+    /// Calls pipelined per burst.
+    pub burst: u32,
+    /// Per-operation timeout (`None` = wait forever, httperf's default).
+    pub timeout: Option<Duration>,
+    /// Extra wait for the first reply byte.
+    pub think_timeout: Duration,
+    /// SO_SNDBUF.
+    pub send_buffer: Option<u32>,
+    /// SO_RCVBUF.
+    pub recv_buffer: Option<u32>,
+    /// `--client I/N`.
+    pub client: (u32, u32),
+    /// Skip certificate verification.
+    pub insecure: bool,
+    /// Worker threads.
+    pub threads: usize,
+    /// Runtime layout.
+    pub runtime: RuntimeKind,
+    /// Seed of random arrival schedules.
+    pub seed: u64,
+    /// httperf -v level.
+    pub verbose: u8,
+    /// Draw a progress line if stderr is a terminal.
+    pub progress: bool,
+    /// `--json FILE`.
+    pub json: Option<PathBuf>,
+    /// `--fail-if` expressions (parsed by [`crate::gate`]).
+    pub fail_if: Vec<String>,
+    /// httperf-style normalised command line (first line of the summary).
+    pub command_line: String,
+}
+
+/// Split `http[s]://host[:port][/path]` into a target.
+pub fn parse_url(url: &str) -> Result<Target, ConfigError> {
+    let bad = |expected: &str| ConfigError::Invalid {
+        flag: "URL",
+        value: url.to_string(),
+        expected: expected.to_string(),
+    };
+    let (tls, rest) = if let Some(r) = strip_prefix_ci(url, "http://") {
+        (false, r)
+    } else if let Some(r) = strip_prefix_ci(url, "https://") {
+        (true, r)
+    } else {
+        return Err(bad("expected http://HOST[:PORT][/PATH] or https://..."));
+    };
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let path = path.split('#').next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(bad("user information (user@host) is not supported"));
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unterminated IPv6 literal (missing ']')"))?;
+        let port = match after {
+            "" => default_port,
+            p => parse_port(p.strip_prefix(':').ok_or_else(|| bad("junk after ']'"))?)
+                .ok_or_else(|| bad("port must be a number 1-65535"))?,
+        };
+        (h.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                parse_port(p).ok_or_else(|| bad("port must be a number 1-65535"))?,
+            ),
+            None => (authority.to_string(), default_port),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("missing host name"));
+    }
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(bad("host name contains invalid characters"));
+    }
+    let uri = if path.is_empty() {
+        "/".to_string()
+    } else if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    if uri.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(bad(
+            "path contains spaces or control characters (percent-encode them)",
+        ));
+    }
+    let host_header = host_header(&host, port, default_port);
+    Ok(Target {
+        host,
+        port,
+        tls,
+        uri,
+        host_header,
+    })
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    match (s.get(..prefix.len()), s.get(prefix.len()..)) {
+        (Some(head), Some(rest)) if head.eq_ignore_ascii_case(prefix) => Some(rest),
+        _ => None,
+    }
+}
+
+fn parse_port(p: &str) -> Option<u16> {
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some(n),
+    }
+}
+
+fn host_header(host: &str, port: u16, default_port: u16) -> String {
+    let h = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == default_port {
+        h
+    } else {
+        format!("{h}:{port}")
+    }
+}
+
+/// Decode httperf's --add-header escapes (`\n`, `\r`, `\a` = line feed as httperf's manual says,
+/// `\\`, `\NNN` octal) and normalise to CRLF-terminated header lines.
+pub fn decode_headers(raw: &str) -> Result<String, ConfigError> {
+    let bad = |expected: &str| ConfigError::Invalid {
+        flag: "--add-header",
+        value: raw.to_string(),
+        expected: expected.to_string(),
+    };
+    let mut bytes: Vec<u8> = Vec::with_capacity(raw.len());
+    let src = raw.as_bytes();
+    let mut i = 0;
+    while i < src.len() {
+        if src[i] == b'\\' && i + 1 < src.len() {
+            let c = src[i + 1];
+            match c {
+                b'n' | b'a' => bytes.push(b'\n'),
+                b'r' => bytes.push(b'\r'),
+                b'\\' => bytes.push(b'\\'),
+                b'0'..=b'7' => {
+                    let mut v: u32 = 0;
+                    let mut j = i + 1;
+                    while j < src.len() && j < i + 4 && (b'0'..=b'7').contains(&src[j]) {
+                        v = v * 8 + u32::from(src[j] - b'0');
+                        j += 1;
+                    }
+                    bytes.push(u8::try_from(v).map_err(|_| bad("octal escape above \\377"))?);
+                    i = j;
+                    continue;
+                }
+                _ => bytes.extend_from_slice(&src[i..i + 2]),
+            }
+            i += 2;
+        } else {
+            bytes.push(src[i]);
+            i += 1;
+        }
+    }
+    let mut out = String::new();
+    let text = String::from_utf8(bytes).map_err(|_| bad("header text is not UTF-8"))?;
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((name, _))
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':') => {}
+            _ => return Err(bad("each header must look like 'Name: value'")),
+        }
+        if line.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            return Err(bad("header contains control characters"));
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    Ok(out)
+}
+
+/// Is `s` an HTTP token (method names)?
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl Config {
+    /// Validate `args` into a configuration. `cpus` is the default worker count.
+    pub fn from_args(args: &RunArgs, cpus: usize) -> Result<Config, ConfigError> {
+        use ConfigError::{Conflict, Invalid, Missing};
+        let url_mode = args.url.is_some();
+
+        // ---- target ----
+        let mut target = if let Some(url) = &args.url {
+            if args.server.is_some() {
+                return Err(Conflict("a URL", "--server"));
+            }
+            if args.port.is_some() {
+                return Err(Conflict("a URL", "--port"));
+            }
+            if args.uri.is_some() {
+                return Err(Conflict("a URL", "--uri"));
+            }
+            if args.ssl {
+                return Err(Conflict("a URL", "--ssl (use https://)"));
+            }
+            parse_url(url)?
+        } else {
+            let host = args
+                .server
+                .clone()
+                .unwrap_or_else(|| "localhost".to_string());
+            let default_port = if args.ssl { 443 } else { 80 };
+            let port = match args.port {
+                Some(0) => {
+                    return Err(Invalid {
+                        flag: "--port",
+                        value: "0".into(),
+                        expected: "a port 1-65535".into(),
+                    })
+                }
+                Some(p) => p,
+                None => default_port,
+            };
+            let uri = args.uri.clone().unwrap_or_else(|| "/".to_string());
+            if uri.is_empty() || uri.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(Invalid {
+                    flag: "--uri",
+                    value: uri,
+                    expected: "a non-empty path without spaces or control characters".into(),
+                });
+            }
+            if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Invalid {
+                    flag: "--server",
+                    value: host,
+                    expected: "a host name or IP address".into(),
+                });
+            }
+            // httperf sends the bare server name as Host.
+            let host_header = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            };
+            Target {
+                host,
+                port,
+                tls: args.ssl,
+                uri,
+                host_header,
+            }
+        };
+        if let Some(name) = &args.server_name {
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Invalid {
+                    flag: "--server-name",
+                    value: name.clone(),
+                    expected: "a host name".into(),
+                });
+            }
+            target.host_header = name.clone();
+        }
+
+        // ---- workload ----
+        if args.concurrency.is_some() {
+            if args.rate.is_some() {
+                return Err(Conflict("--rate", "--concurrency"));
+            }
+            if args.period.is_some() {
+                return Err(Conflict("--period", "--concurrency"));
+            }
+            if args.arrival.is_some() {
+                return Err(Conflict("--arrival", "--concurrency"));
+            }
+        }
+        if args.rate.is_some() && args.period.is_some() {
+            return Err(Conflict("--rate", "--period"));
+        }
+        if args.arrival.is_some() && args.period.is_some() {
+            return Err(Conflict(
+                "--arrival",
+                "--period (its letter d/e/u chooses the distribution)",
+            ));
+        }
+        if args.arrival.is_some() && args.rate.is_none() {
+            return Err(Missing("--arrival needs --rate"));
+        }
+        let workload = if let Some(c) = args.concurrency {
+            if c == 0 {
+                return Err(Invalid {
+                    flag: "--concurrency",
+                    value: "0".into(),
+                    expected: "at least 1 connection".into(),
+                });
+            }
+            Workload::Closed(c)
+        } else if let Some(rate) = args.rate {
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(Invalid {
+                    flag: "--rate",
+                    value: rate.to_string(),
+                    expected: "a number >= 0 (0 = sequential connections)".into(),
+                });
+            }
+            if rate == 0.0 {
+                Workload::Closed(1)
+            } else {
+                match args.arrival.unwrap_or(ArrivalKind::Fixed) {
+                    ArrivalKind::Fixed => Workload::Open(Distribution::Fixed {
+                        period_s: 1.0 / rate,
+                    }),
+                    ArrivalKind::Poisson => {
+                        Workload::Open(Distribution::Poisson { mean_s: 1.0 / rate })
+                    }
+                }
+            }
+        } else if let Some(p) = &args.period {
+            match Distribution::parse_period(p).map_err(|e| Invalid {
+                flag: "--period",
+                value: p.clone(),
+                expected: e.to_string(),
+            })? {
+                Some(d) => Workload::Open(d),
+                None => Workload::Closed(1),
+            }
+        } else if url_mode {
+            return Err(Missing(
+                "a URL run needs --rate R (open loop) or --concurrency N (closed loop)",
+            ));
+        } else {
+            Workload::Closed(1)
+        };
+
+        // ---- stop ----
+        if args.num_conns.is_some() && args.duration.is_some() {
+            return Err(Conflict("--num-conns", "--duration"));
+        }
+        let stop = match (args.num_conns, args.duration) {
+            (Some(0), _) => {
+                return Err(Invalid {
+                    flag: "--num-conns",
+                    value: "0".into(),
+                    expected: "at least 1".into(),
+                })
+            }
+            (Some(n), _) => Stop::Conns(n),
+            (None, Some(d)) if d.is_zero() => {
+                return Err(Invalid {
+                    flag: "--duration",
+                    value: "0".into(),
+                    expected: "a positive time such as 10s".into(),
+                })
+            }
+            (None, Some(d)) => Stop::Duration(d),
+            (None, None) if url_mode => Stop::Duration(DEFAULT_DURATION),
+            (None, None) => Stop::Conns(1),
+        };
+
+        // ---- calls ----
+        let calls_per_conn = match args.num_calls {
+            Some(0) => {
+                return Err(Invalid {
+                    flag: "--num-calls",
+                    value: "0".into(),
+                    expected: "at least 1".into(),
+                })
+            }
+            Some(n) => Some(n),
+            // Closed loop for a duration: keep each connection until the end (like wrk). With
+            // --num-conns every connection must end, so it makes one call (httperf's default).
+            None if args.concurrency.is_some() && matches!(stop, Stop::Duration(_)) => None,
+            None => Some(1),
+        };
+        let burst = match args.burst_length {
+            Some(0) => {
+                return Err(Invalid {
+                    flag: "--burst-length",
+                    value: "0".into(),
+                    expected: "at least 1".into(),
+                })
+            }
+            Some(b) => b,
+            None => 1,
+        };
+
+        // ---- request ----
+        if !is_token(&args.method) {
+            return Err(Invalid {
+                flag: "--method",
+                value: args.method.clone(),
+                expected: "an HTTP method token such as GET, HEAD, POST".into(),
+            });
+        }
+        let version = match args.http_version.as_str() {
+            v @ ("1.0" | "1.1") => v,
+            other => {
+                return Err(Invalid {
+                    flag: "--http-version",
+                    value: other.to_string(),
+                    expected: "1.0 or 1.1".into(),
+                })
+            }
+        };
+        let mut extra = String::new();
+        for h in &args.add_header {
+            extra.push_str(&decode_headers(h)?);
+        }
+        let head = format!(
+            "{} {} HTTP/{}\r\nUser-Agent: loadgen/{}\r\nHost: {}\r\n",
+            args.method,
+            target.uri,
+            version,
+            env!("CARGO_PKG_VERSION"),
+            target.host_header
+        );
+        let user_connection = extra
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("connection:"));
+        let mut request = head.clone();
+        if version == "1.0" && calls_per_conn != Some(1) && !user_connection {
+            request.push_str("Connection: keep-alive\r\n");
+        }
+        request.push_str(&extra);
+        request.push_str("\r\n");
+        let mut request_last = head;
+        if version == "1.1" && !args.no_connection_close && !user_connection {
+            request_last.push_str("Connection: close\r\n");
+        } else if version == "1.0" && args.no_connection_close && calls_per_conn != Some(1) {
+            request_last.push_str("Connection: keep-alive\r\n");
+        }
+        request_last.push_str(&extra);
+        request_last.push_str("\r\n");
+
+        // ---- timeouts, sockets, client ----
+        let timeout = match args.timeout {
+            Some(t) if t.is_zero() => None,
+            Some(t) => Some(t),
+            None if url_mode => Some(DEFAULT_URL_TIMEOUT),
+            None => None,
+        };
+        let think_timeout = args.think_timeout.unwrap_or(Duration::ZERO);
+        let client = args.client.unwrap_or((0, 1));
+        if args.threads == Some(0) {
+            return Err(Invalid {
+                flag: "--threads",
+                value: "0".into(),
+                expected: "at least 1".into(),
+            });
+        }
+        let mut threads = args.threads.unwrap_or(cpus).max(1);
+        if let Workload::Closed(c) = workload {
+            threads = threads.min(c as usize);
+        }
+        let seed = args
+            .seed
+            .unwrap_or(0x6c6f_6164_6765_6e00 ^ u64::from(client.0));
+        if args.insecure && !target.tls {
+            return Err(Missing("--insecure only applies to https:// (or --ssl)"));
+        }
+
+        let mut cfg = Config {
+            target,
+            method: args.method.clone(),
+            head_request: args.method.eq_ignore_ascii_case("HEAD"),
+            request: request.into_bytes(),
+            request_last: request_last.into_bytes(),
+            workload,
+            stop,
+            calls_per_conn,
+            burst,
+            timeout,
+            think_timeout,
+            send_buffer: args.send_buffer,
+            recv_buffer: args.recv_buffer,
+            client,
+            insecure: args.insecure,
+            threads,
+            runtime: args.runtime,
+            seed,
+            verbose: args.verbose,
+            progress: !args.no_progress,
+            json: args.json.clone(),
+            fail_if: args.fail_if.clone(),
+            command_line: String::new(),
+        };
+        cfg.command_line = cfg.httperf_command_line();
+        Ok(cfg)
+    }
+
+    /// The normalised command line in httperf's style (what httperf prints first).
+    fn httperf_command_line(&self) -> String {
+        let mut s = String::from("loadgen");
+        if let Some(t) = self.timeout {
+            s.push_str(&format!(" --timeout={}", t.as_secs_f64()));
+        }
+        if !self.think_timeout.is_zero() {
+            s.push_str(&format!(
+                " --think-timeout={}",
+                self.think_timeout.as_secs_f64()
+            ));
+        }
+        s.push_str(&format!(
+            " --client={}/{} --server={} --port={} --uri={}",
+            self.client.0, self.client.1, self.target.host, self.target.port, self.target.uri
+        ));
+        match self.workload {
+            Workload::Open(Distribution::Fixed { period_s }) => {
+                s.push_str(&format!(" --rate={}", 1.0 / period_s))
+            }
+            Workload::Open(d) => s.push_str(&format!(" --period={}", d.httperf_spelling())),
+            Workload::Closed(1) => {}
+            Workload::Closed(c) => s.push_str(&format!(" --concurrency={c}")),
+        }
+        if let Some(b) = self.send_buffer {
+            s.push_str(&format!(" --send-buffer={b}"));
+        }
+        if let Some(b) = self.recv_buffer {
+            s.push_str(&format!(" --recv-buffer={b}"));
+        }
+        if self.target.tls {
+            s.push_str(" --ssl");
+        }
+        if !self.method.eq_ignore_ascii_case("GET") {
+            s.push_str(&format!(" --method={}", self.method));
+        }
+        match self.stop {
+            Stop::Conns(n) => s.push_str(&format!(" --num-conns={n}")),
+            Stop::Duration(d) => s.push_str(&format!(" --duration={}s", d.as_secs_f64())),
+        }
+        if let Some(c) = self.calls_per_conn {
+            s.push_str(&format!(" --num-calls={c}"));
+        }
+        if self.burst > 1 {
+            s.push_str(&format!(" --burst-length={}", self.burst));
+        }
+        s
+    }
+
+    /// The configuration as JSON (stored in results so a run can be reproduced).
+    pub fn to_json(&self) -> serde_json::Value {
+        let workload = match self.workload {
+            Workload::Open(d) => {
+                serde_json::json!({"loop": "open", "arrival": d, "rate": d.rate()})
+            }
+            Workload::Closed(c) => serde_json::json!({"loop": "closed", "concurrency": c}),
+        };
+        let stop = match self.stop {
+            Stop::Conns(n) => serde_json::json!({"num_conns": n}),
+            Stop::Duration(d) => serde_json::json!({"duration_s": d.as_secs_f64()}),
+        };
+        serde_json::json!({
+            "target": {
+                "host": self.target.host,
+                "port": self.target.port,
+                "tls": self.target.tls,
+                "uri": self.target.uri,
+                "host_header": self.target.host_header,
+            },
+            "method": self.method,
+            "request": String::from_utf8_lossy(&self.request),
+            "request_last": String::from_utf8_lossy(&self.request_last),
+            "workload": workload,
+            "stop": stop,
+            "calls_per_conn": self.calls_per_conn,
+            "burst_length": self.burst,
+            "timeout_s": self.timeout.map(|t| t.as_secs_f64()),
+            "think_timeout_s": self.think_timeout.as_secs_f64(),
+            "send_buffer": self.send_buffer,
+            "recv_buffer": self.recv_buffer,
+            "client": [self.client.0, self.client.1],
+            "insecure": self.insecure,
+            "threads": self.threads,
+            "runtime": self.runtime,
+            "seed": self.seed,
+            "command_line": self.command_line,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn cfg(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut v = vec!["loadgen"];
+        v.extend_from_slice(args);
+        let cli = Cli::try_parse_from(v).unwrap();
+        Config::from_args(&cli.run, 2)
+    }
+
+    #[test]
+    fn urls() {
+        let t = parse_url("http://127.0.0.1:8080/a/b?x=1#frag").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.tls, t.uri.as_str()),
+            ("127.0.0.1", 8080, false, "/a/b?x=1")
+        );
+        assert_eq!(t.host_header, "127.0.0.1:8080");
+        let t = parse_url("https://example.test").unwrap();
+        assert_eq!((t.port, t.tls, t.uri.as_str()), (443, true, "/"));
+        assert_eq!(t.host_header, "example.test");
+        let t = parse_url("http://[::1]:81/").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 81));
+        assert_eq!(t.host_header, "[::1]:81");
+        for bad in [
+            "ftp://x/",
+            "127.0.0.1:80",
+            "http://",
+            "http://h:0/",
+            "http://h:99999/",
+            "http://u@h/",
+            "http://[::1/",
+            "http://h/a b",
+            "ht€p://h/",
+            "€",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_escapes() {
+        assert_eq!(
+            decode_headers("Referer: foo\\nAuth: secret\\n").unwrap(),
+            "Referer: foo\r\nAuth: secret\r\n"
+        );
+        assert_eq!(decode_headers("X: \\101").unwrap(), "X: A\r\n");
+        assert_eq!(decode_headers("Accept: */*").unwrap(), "Accept: */*\r\n");
+        assert!(decode_headers("no colon here").is_err());
+    }
+
+    #[test]
+    fn httperf_defaults() {
+        let c = cfg(&["--server", "127.0.0.1", "--port", "8080"]).unwrap();
+        assert_eq!(c.workload, Workload::Closed(1));
+        assert_eq!(c.stop, Stop::Conns(1));
+        assert_eq!(c.timeout, None);
+        assert_eq!(c.calls_per_conn, Some(1));
+        assert_eq!(
+            std::str::from_utf8(&c.request).unwrap(),
+            format!(
+                "GET / HTTP/1.1\r\nUser-Agent: loadgen/{}\r\nHost: 127.0.0.1\r\n\r\n",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert_eq!(
+            std::str::from_utf8(&c.request_last).unwrap(),
+            format!(
+                "GET / HTTP/1.1\r\nUser-Agent: loadgen/{}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert!(c
+            .command_line
+            .starts_with("loadgen --client=0/1 --server=127.0.0.1 --port=8080"));
+        let c = cfg(&["--server=h", "--no-connection-close"]).unwrap();
+        assert_eq!(c.request, c.request_last);
+        let c = cfg(&["--server=h", "--add-header=Connection: keep-alive"]).unwrap();
+        assert_eq!(c.request, c.request_last);
+    }
+
+    #[test]
+    fn httperf_rate_and_period() {
+        let c = cfg(&["--server=h", "--rate=200", "--num-conns=10"]).unwrap();
+        assert_eq!(
+            c.workload,
+            Workload::Open(Distribution::Fixed { period_s: 0.005 })
+        );
+        let c = cfg(&["--server=h", "--period=e0.01", "--num-conns=10"]).unwrap();
+        assert_eq!(
+            c.workload,
+            Workload::Open(Distribution::Poisson { mean_s: 0.01 })
+        );
+        let c = cfg(&["http://h/", "--rate=100", "--arrival=poisson"]).unwrap();
+        assert_eq!(
+            c.workload,
+            Workload::Open(Distribution::Poisson { mean_s: 0.01 })
+        );
+        assert_eq!(c.stop, Stop::Duration(DEFAULT_DURATION));
+        assert_eq!(c.timeout, Some(DEFAULT_URL_TIMEOUT));
+    }
+
+    #[test]
+    fn contradictions_are_errors() {
+        for args in [
+            &["http://h/", "--rate=1", "--concurrency=2"][..],
+            &["http://h/", "--server=h", "--rate=1"],
+            &["http://h/", "--rate=1", "--num-conns=5", "--duration=1s"],
+            &["--server=h", "--rate=1", "--period=d1"],
+            &["http://h/", "--arrival=poisson", "--concurrency=2"],
+            &["http://h/"],
+            &["http://h/", "--concurrency=0"],
+            &["http://h/", "--rate=-5"],
+            &["http://h/", "--rate=1", "--http-version=2"],
+            &["http://h/", "--rate=1", "--method=G T"],
+            &["http://h/", "--rate=1", "--insecure"],
+            &["--server=h", "--period=x"],
+            &["http://h/", "--concurrency=1", "--num-calls=0"],
+        ] {
+            assert!(cfg(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn closed_loop_defaults_to_unlimited_calls() {
+        let c = cfg(&["http://h:81/x", "-c", "64", "-d", "5s"]).unwrap();
+        assert_eq!(c.workload, Workload::Closed(64));
+        assert_eq!(c.calls_per_conn, None);
+        assert_eq!(c.stop, Stop::Duration(Duration::from_secs(5)));
+        assert_eq!(c.threads, 2);
+        let c = cfg(&["http://h:81/x", "-c", "1"]).unwrap();
+        assert_eq!(c.threads, 1);
+        // A connection count needs connections that end.
+        let c = cfg(&["http://h:81/x", "-c", "4", "--num-conns", "100"]).unwrap();
+        assert_eq!(c.calls_per_conn, Some(1));
+    }
+}
