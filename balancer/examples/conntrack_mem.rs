@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
                     key,
                     target,
                     method: Method::Nat,
-                    real: SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 2 + (i % 8) as u8), 80),
+                    real: SocketAddrV4::new(Ipv4Addr::new(198, 18, 11, 12 + (i % 8) as u8), 80),
                     front_mac: MacAddr([2, 0, 0, 0, 0, 1]),
                 },
             )

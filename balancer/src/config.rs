@@ -17,7 +17,7 @@
 //! back = "lb1-back"
 //!
 //! [vip]
-//! addr = "10.0.0.100"
+//! addr = "198.18.1.100"
 //! port = 80
 //!
 //! [local]                    # the balancer's own server (bi-active)
@@ -26,7 +26,7 @@
 //! weight = 1
 //!
 //! [[real_servers]]
-//! addr = "192.168.1.2"
+//! addr = "198.18.11.11"
 //! port = 80
 //! weight = 1
 //! mac = "02:00:00:00:01:02"  # optional: else the I/O layer resolves it (ARP)
@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 use crate::conntrack::{Timeouts, MAX_CAPACITY};
-use crate::ownership::{Member, MAX_MEMBER_WEIGHT};
+use crate::ownership::{Member, MAX_MEMBERS, MAX_MEMBER_WEIGHT};
 use crate::sched::SchedulerKind;
 use crate::wire::MacAddr;
 
@@ -274,7 +274,7 @@ impl<'a> Reader<'a> {
         }
     }
     fn ipv4(&self, k: &str) -> Result<Option<Ipv4Addr>, ConfigError> {
-        const E: &str = "an IPv4 address like \"10.0.0.100\"";
+        const E: &str = "an IPv4 address like \"198.18.1.100\"";
         match self.string(k, E)? {
             None => Ok(None),
             Some(s) => s
@@ -284,7 +284,7 @@ impl<'a> Reader<'a> {
         }
     }
     fn req_ipv4(&self, k: &str) -> Result<Ipv4Addr, ConfigError> {
-        self.req(k, "an IPv4 address like \"10.0.0.100\"")?;
+        self.req(k, "an IPv4 address like \"198.18.1.100\"")?;
         self.ipv4(k).map(|a| a.unwrap_or(Ipv4Addr::UNSPECIFIED))
     }
     fn table(
@@ -607,6 +607,13 @@ impl Config {
             ));
         }
         let ms = &self.cluster.members;
+        if ms.len() > MAX_MEMBERS {
+            return Err(invalid(
+                "cluster.members",
+                &format!("at most {MAX_MEMBERS} balancers"),
+                ms.len(),
+            ));
+        }
         for (i, m) in ms.iter().enumerate() {
             if ms[..i].iter().any(|o| o.id == m.id) {
                 return Err(invalid(
@@ -649,19 +656,19 @@ front = "lb1-front"
 back = "lb1-back"
 
 [vip]
-addr = "10.0.0.100"
+addr = "198.18.1.100"
 port = 80
 
 [local]
 weight = 2
 
 [[real_servers]]
-addr = "192.168.1.2"
+addr = "198.18.11.11"
 weight = 3
 mac = "02:00:00:00:01:02"
 
 [[real_servers]]
-addr = "192.168.1.3"
+addr = "198.18.11.12"
 port = 8080
 
 [timeouts]
@@ -675,7 +682,7 @@ members = [{ id = 1 }, { id = 2, weight = 3 }]
     #[test]
     fn parses_good_config() {
         let c = Config::from_toml_str(GOOD).unwrap();
-        assert_eq!(c.vip, "10.0.0.100:80".parse().unwrap());
+        assert_eq!(c.vip, "198.18.1.100:80".parse().unwrap());
         assert_eq!(c.scheduler, SchedulerKind::Wrr);
         assert!(c.bi_active);
         assert_eq!(c.local.weight, 2);
@@ -708,10 +715,10 @@ members = [{ id = 1 }, { id = 2, weight = 3 }]
             err(&typo),
             "real_servers[0].wieght: unknown field (known fields: addr, port, weight, mac)"
         );
-        let bad_ip = GOOD.replace("192.168.1.3", "192.168.1.300");
+        let bad_ip = GOOD.replace("198.18.11.12", "198.18.11.300");
         assert_eq!(
             err(&bad_ip),
-            "real_servers[1].addr: expected an IPv4 address like \"10.0.0.100\", got \"192.168.1.300\""
+            "real_servers[1].addr: expected an IPv4 address like \"198.18.1.100\", got \"198.18.11.300\""
         );
         let bad_sched = GOOD.replace("\"wrr\"", "\"fifo\"");
         assert_eq!(
@@ -720,10 +727,10 @@ members = [{ id = 1 }, { id = 2, weight = 3 }]
         );
         let bad_mac = GOOD.replace("02:00:00:00:01:02", "02:00:00:00:01");
         assert!(err(&bad_mac).starts_with("real_servers[0].mac: expected a MAC address"));
-        let no_vip = GOOD.replace("[vip]\naddr = \"10.0.0.100\"\n", "[vip]\n");
+        let no_vip = GOOD.replace("[vip]\naddr = \"198.18.1.100\"\n", "[vip]\n");
         assert_eq!(
             err(&no_vip),
-            "vip.addr: missing (expected an IPv4 address like \"10.0.0.100\")"
+            "vip.addr: missing (expected an IPv4 address like \"198.18.1.100\")"
         );
         let bad_type = GOOD.replace("bi_active = true", "bi_active = \"yes\"");
         assert_eq!(
@@ -740,7 +747,18 @@ members = [{ id = 1 }, { id = 2, weight = 3 }]
             err(&bad_node),
             "cluster.node_id: expected the id of one of cluster.members, got 9"
         );
-        let dup = GOOD.replace("192.168.1.3\"\nport = 8080", "192.168.1.2\"\nport = 80");
+        let members: Vec<String> = (0..=MAX_MEMBERS)
+            .map(|i| format!("{{ id = {i} }}"))
+            .collect();
+        let too_many = GOOD.replace(
+            "members = [{ id = 1 }, { id = 2, weight = 3 }]",
+            &format!("members = [{}]", members.join(", ")),
+        );
+        assert_eq!(
+            err(&too_many),
+            "cluster.members: expected at most 64 balancers, got 65"
+        );
+        let dup = GOOD.replace("198.18.11.12\"\nport = 8080", "198.18.11.11\"\nport = 80");
         assert!(err(&dup)
             .starts_with("real_servers[1]: expected an endpoint distinct from real_servers[0]"));
         let local_port = GOOD.replace("weight = 2", "weight = 2\nport = 81");

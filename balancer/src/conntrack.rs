@@ -113,6 +113,21 @@ impl TcpState {
             TcpState::SynAck => "SYNACK",
         }
     }
+    /// Whether an initial SYN (SYN without ACK/RST) from the client on an
+    /// entry in this state opens a *new* connection on the same tuple
+    /// (port reuse, e.g. `tcp_tw_reuse`), rather than retransmitting the
+    /// SYN of the current one. Only SYN_RECV (a retransmission) and
+    /// ESTABLISHED (a stray SYN the server's stack answers with a challenge
+    /// ACK) keep following the entry. This is LVS's `conn_reuse_mode`
+    /// (`is_new_conn_expected`: TIME_WAIT, CLOSE, and FIN_WAIT of
+    /// input-only flows with bit 2), extended to every closing state: a
+    /// client sends an initial SYN only once its previous connection on
+    /// the tuple is gone, and an input-only (local, DR) flow whose client
+    /// closed first ends in FIN_WAIT, not TIME_WAIT, so following it would
+    /// send the new flow to the old target uncounted.
+    pub fn initial_syn_starts_new_flow(self) -> bool {
+        !matches!(self, TcpState::SynRecv | TcpState::Established)
+    }
     fn from_u8(v: u8) -> TcpState {
         TcpState::ALL
             .get(usize::from(v))
@@ -371,7 +386,8 @@ pub struct ConntrackCounters {
     pub evicted: u64,
     /// New flows refused because the table was full of established flows.
     pub table_full: u64,
-    /// Entries removed explicitly (e.g. reuse of a TIME_WAIT entry by a new SYN).
+    /// Entries removed explicitly (a closing entry whose tuple a new SYN
+    /// reuses: see [`TcpState::initial_syn_starts_new_flow`]).
     pub removed: u64,
 }
 
@@ -616,7 +632,7 @@ impl Conntrack {
         self.len -= 1;
     }
 
-    /// Removes an entry (a TIME_WAIT entry reused by a new SYN, say).
+    /// Removes an entry (a closing entry whose tuple a new SYN reuses, say).
     pub fn remove(&mut self, id: ConnId) -> bool {
         if self.get(id).is_none() {
             return false;
@@ -762,7 +778,7 @@ mod tests {
             key: key(i),
             target: Target::Real(0),
             method,
-            real: SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 2), 80),
+            real: SocketAddrV4::new(Ipv4Addr::new(198, 18, 11, 12), 80),
             front_mac: MacAddr([2, 0, 0, 0, 0, 9]),
         }
     }

@@ -235,15 +235,20 @@ impl Snapshot {
 /// followed by the drop counters that ipvsadm does not have.
 pub fn format_stats(s: &Snapshot) -> String {
     let mut o = String::new();
-    let (c, ip, op, ib, ob) = s.targets.iter().fold((0, 0, 0, 0, 0), |a, t| {
-        (
-            a.0 + t.traffic.conns,
-            a.1 + t.traffic.in_pkts,
-            a.2 + t.traffic.out_pkts,
-            a.3 + t.traffic.in_bytes,
-            a.4 + t.traffic.out_bytes,
-        )
-    });
+    // Saturating: the snapshot may come from another process's JSON
+    // (`balancer stats`), so its numbers are input, not our own counts.
+    let (c, ip, op, ib, ob) = s
+        .targets
+        .iter()
+        .fold((0u64, 0u64, 0u64, 0u64, 0u64), |a, t| {
+            (
+                a.0.saturating_add(t.traffic.conns),
+                a.1.saturating_add(t.traffic.in_pkts),
+                a.2.saturating_add(t.traffic.out_pkts),
+                a.3.saturating_add(t.traffic.in_bytes),
+                a.4.saturating_add(t.traffic.out_bytes),
+            )
+        });
     let _ = writeln!(
         o,
         "Balancer node {} (conntrack {}/{}, buckets {}/4096)",
@@ -313,7 +318,7 @@ mod tests {
             out_bytes: 4000,
         };
         Snapshot {
-            service: "10.0.0.100:80".into(),
+            service: "198.18.1.100:80".into(),
             scheduler: "wlc".into(),
             bi_active: true,
             node_id: 1,
@@ -330,7 +335,7 @@ mod tests {
             targets: vec![
                 TargetSnapshot {
                     name: "local".into(),
-                    addr: "10.0.0.100:80".into(),
+                    addr: "198.18.1.100:80".into(),
                     forward: "Local".into(),
                     weight: 1,
                     up: true,
@@ -340,7 +345,7 @@ mod tests {
                 },
                 TargetSnapshot {
                     name: "real[0]".into(),
-                    addr: "192.168.1.2:80".into(),
+                    addr: "198.18.11.12:80".into(),
                     forward: "Masq".into(),
                     weight: 2,
                     up: false,
@@ -381,6 +386,24 @@ mod tests {
     }
 
     #[test]
+    fn huge_counters_from_json_do_not_overflow_the_totals() {
+        // `balancer stats` renders whatever JSON the endpoint returned.
+        let mut s = snap();
+        for t in &mut s.targets {
+            t.traffic.conns = u64::MAX;
+            t.traffic.in_bytes = u64::MAX - 1;
+        }
+        let back: Snapshot = serde_json::from_str(&s.to_json()).unwrap();
+        let t = format_stats(&back);
+        let total = t.lines().nth(3).unwrap();
+        assert!(total.starts_with("TCP  198.18.1.100:80"), "{total}");
+        assert_eq!(
+            total.split_whitespace().nth(2),
+            Some(u64::MAX.to_string().as_str())
+        );
+    }
+
+    #[test]
     fn stats_table_layout() {
         let t = format_stats(&snap());
         let lines: Vec<&str> = t.lines().collect();
@@ -390,16 +413,16 @@ mod tests {
         );
         assert_eq!(
             lines[3],
-            "TCP  10.0.0.100:80                       3       30       20     1800     4000"
+            "TCP  198.18.1.100:80                     3       30       20     1800     4000"
         );
         assert_eq!(
             lines[5],
-            "  -> 192.168.1.2:80                      3       30       20     1800     4000"
+            "  -> 198.18.11.12:80                     3       30       20     1800     4000"
         );
         assert!(t.contains("not_owner                         2"));
         assert!(!t.contains("truncated"));
         let l = format_list(&snap());
-        assert!(l.contains("TCP  10.0.0.100:80 wlc"));
-        assert!(l.contains("  -> 192.168.1.2:80               Masq    2      2          1 (down)"));
+        assert!(l.contains("TCP  198.18.1.100:80 wlc"));
+        assert!(l.contains("  -> 198.18.11.12:80              Masq    2      2          1 (down)"));
     }
 }

@@ -18,8 +18,13 @@
 //!    this policy is one flag).
 //! 2. A packet of a flow in the table follows its entry, whatever the
 //!    current ownership says (so a joining balancer breaks no established
-//!    flow). Exception, as LVS's `conn_reuse_mode`: a new SYN hitting an
-//!    entry in TIME_WAIT or CLOSE drops the entry and is treated as new.
+//!    flow). Exception, as LVS's `conn_reuse_mode`: an initial SYN (no
+//!    ACK/RST) hitting an entry in any state but SYN_RECV or ESTABLISHED
+//!    (TIME_WAIT, CLOSE, FIN_WAIT, CLOSE_WAIT, LAST_ACK, ...) is a client
+//!    reusing the tuple: the old entry is removed and the SYN is handled
+//!    as a new flow below (ownership, scheduling, counting). A SYN on a
+//!    SYN_RECV entry is a retransmission and follows the entry. See
+//!    [`crate::conntrack::TcpState::initial_syn_starts_new_flow`].
 //! 3. Otherwise only an initial SYN (SYN without ACK/RST) opens a flow,
 //!    and only on the owning balancer (`NotOwner` elsewhere, silently
 //!    counted: every balancer sees every frame). Any other packet without
@@ -45,7 +50,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use crate::config::{Config, Forwarding};
-use crate::conntrack::{Conn, ConnKey, Conntrack, Direction, Method, NewConn, TcpState};
+use crate::conntrack::{Conn, ConnKey, Conntrack, Direction, Method, NewConn};
 use crate::counters::{Counters, DropReason, Snapshot, TargetSnapshot};
 use crate::ownership::{Member, Membership, MembershipError, Ownership};
 use crate::rewrite::{self, MacPair};
@@ -363,8 +368,7 @@ impl Balancer {
         };
         if let Some(id) = self.conntrack.lookup(&key) {
             if let Some(conn) = self.conntrack.get(id) {
-                let reuse = info.flags.is_initial_syn()
-                    && matches!(conn.state, TcpState::TimeWait | TcpState::Close);
+                let reuse = info.flags.is_initial_syn() && conn.state.initial_syn_starts_new_flow();
                 if !reuse {
                     let dir = direction_in(conn.method);
                     self.conntrack.update(id, now, dir, info.flags);
@@ -537,13 +541,13 @@ fn direction_in(m: Method) -> Direction {
 mod tests {
     use super::*;
     use crate::config::{Cluster, LocalServer, RealServer};
-    use crate::conntrack::Timeouts;
+    use crate::conntrack::{TcpState, Timeouts};
     use crate::wire::build::{syn_options, tcp_frame, FrameSpec};
     use crate::wire::{TcpFlags, TcpSegment};
 
-    const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-    const RS0: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 2);
-    const RS1: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 3);
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+    const RS0: Ipv4Addr = Ipv4Addr::new(198, 18, 11, 12);
+    const RS1: Ipv4Addr = Ipv4Addr::new(198, 18, 11, 13);
     const ROUTER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xee]);
     const FRONT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xf1]);
     const BACK_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb1]);
@@ -598,7 +602,7 @@ mod tests {
         tcp_frame(&FrameSpec {
             src_mac: ROUTER_MAC,
             dst_mac: MacAddr([1, 0, 0x5e, 0, 0, 100]),
-            src_ip: Ipv4Addr::new(172, 16, 0, 1),
+            src_ip: Ipv4Addr::new(198, 18, 2, 1),
             dst_ip: VIP,
             src_port: port,
             dst_port: 80,
@@ -619,7 +623,7 @@ mod tests {
             dst_mac: BACK_MAC,
             src_ip: from,
             src_port: 8080,
-            dst_ip: Ipv4Addr::new(172, 16, 0, 1),
+            dst_ip: Ipv4Addr::new(198, 18, 2, 1),
             dst_port: port,
             flags,
             payload: b"HTTP/1.0 200 OK\r\n\r\n".to_vec(),
@@ -654,7 +658,7 @@ mod tests {
         assert_eq!((out.dst_ip, out.dst_port), (RS0, 8080));
         assert_eq!(
             (out.src_ip, out.src_port),
-            (Ipv4Addr::new(172, 16, 0, 1), 40000)
+            (Ipv4Addr::new(198, 18, 2, 1), 40000)
         );
         assert_eq!((out.src_mac, out.dst_mac), (BACK_MAC, RS0_MAC));
         assert_eq!(syn[54..74], orig[54..74], "TCP options untouched");
@@ -672,7 +676,7 @@ mod tests {
         assert_eq!((out.src_ip, out.src_port), (VIP, 80));
         assert_eq!(
             (out.dst_ip, out.dst_port),
-            (Ipv4Addr::new(172, 16, 0, 1), 40000)
+            (Ipv4Addr::new(198, 18, 2, 1), 40000)
         );
         assert_eq!((out.src_mac, out.dst_mac), (FRONT_MAC, ROUTER_MAC));
 
@@ -688,7 +692,7 @@ mod tests {
         );
         fully_valid(&ack[..ack.len() - 6]);
         let id = b.conntrack().lookup(&ConnKey {
-            client_ip: Ipv4Addr::new(172, 16, 0, 1),
+            client_ip: Ipv4Addr::new(198, 18, 2, 1),
             client_port: 40000,
             vport: 80,
         });
@@ -797,7 +801,7 @@ mod tests {
             Action::Drop(DropReason::NoConnection)
         );
         let mut other = tcp_frame(&FrameSpec {
-            dst_ip: Ipv4Addr::new(10, 0, 0, 5),
+            dst_ip: Ipv4Addr::new(198, 18, 0, 5),
             ..Default::default()
         });
         assert_eq!(
@@ -829,7 +833,7 @@ mod tests {
             b.handle_front(T0, &mut arp),
             Action::Drop(DropReason::NotIpv4)
         );
-        let mut stray = reply(Ipv4Addr::new(192, 168, 1, 99), 1, TcpFlags::ACK);
+        let mut stray = reply(Ipv4Addr::new(198, 18, 11, 199), 1, TcpFlags::ACK);
         assert_eq!(
             b.handle_back(T0, &mut stray),
             Action::Drop(DropReason::NotFromRealServer)
@@ -972,7 +976,7 @@ mod tests {
         let mut rst = client(8, TcpFlags::RST);
         b.handle_front(t, &mut rst);
         let key = ConnKey {
-            client_ip: Ipv4Addr::new(172, 16, 0, 1),
+            client_ip: Ipv4Addr::new(198, 18, 2, 1),
             client_port: 8,
             vport: 80,
         };
@@ -991,6 +995,271 @@ mod tests {
         let id = b.conntrack().lookup(&key).unwrap();
         assert_eq!(b.conntrack().get(id).unwrap().state, TcpState::SynRecv);
         assert_eq!(b.conntrack().counters().removed, 1);
+    }
+
+    fn key_of(port: u16) -> ConnKey {
+        ConnKey {
+            client_ip: Ipv4Addr::new(198, 18, 2, 1),
+            client_port: port,
+            vport: 80,
+        }
+    }
+
+    fn state_of(b: &Balancer, port: u16) -> Option<TcpState> {
+        let id = b.conntrack().lookup(&key_of(port))?;
+        Some(b.conntrack().get(id)?.state)
+    }
+
+    fn total_conns(b: &Balancer) -> u64 {
+        b.counters().targets.iter().map(|t| t.conns).sum()
+    }
+
+    /// Client side of a connection-per-request exchange whose replies
+    /// bypass the balancer (local or DR): SYN, ACK, request, FIN, last ACK.
+    /// Returns the SYN's action.
+    fn input_only_flow(b: &mut Balancer, now: Duration, port: u16) -> Action {
+        let mut syn = client(port, TcpFlags::SYN);
+        let a = b.handle_front(now, &mut syn);
+        for flags in [
+            TcpFlags::ACK,
+            TcpFlags::ACK | TcpFlags::PSH,
+            TcpFlags::FIN | TcpFlags::ACK,
+            TcpFlags::ACK,
+        ] {
+            let mut f = client(port, flags);
+            b.handle_front(now, &mut f);
+        }
+        a
+    }
+
+    #[test]
+    fn reused_tuple_after_fin_exchange_is_a_new_flow() {
+        // The harness case: bi-active, rr over local + one real server; the
+        // local flow's entry ends in FIN_WAIT (input-only table), and the
+        // client (tcp_tw_reuse) opens a new connection from the same port.
+        let mut c = cfg();
+        c.bi_active = true;
+        c.real_servers.truncate(1);
+        let mut b = lb(&c);
+        let t = Duration::from_secs(1);
+        let a = input_only_flow(&mut b, t, 6000);
+        assert!(matches!(a, Action::DeliverLocal { .. }), "{a:?}");
+        assert_eq!(state_of(&b, 6000), Some(TcpState::FinWait));
+
+        // Same tuple, new SYN: scheduled anew (rr: the real server next),
+        // counted once more.
+        let mut syn = client(6000, TcpFlags::SYN);
+        let a = b.handle_front(t, &mut syn);
+        assert_eq!(
+            a,
+            Action::Forward {
+                iface: Iface::Back,
+                len: syn.len()
+            }
+        );
+        assert_eq!(parse_tcp_frame(&syn, false).unwrap().dst_ip, RS0);
+        assert_eq!(state_of(&b, 6000), Some(TcpState::SynRecv));
+        let s = b.snapshot();
+        assert_eq!(s.targets[0].traffic.conns, 1, "local");
+        assert_eq!(s.targets[1].traffic.conns, 1, "rs0");
+        assert_eq!(s.conntrack.removed, 1);
+        assert_eq!(s.conntrack_entries, 1);
+        // The new flow's packets follow the new entry, not the old target.
+        let mut ack = client(6000, TcpFlags::ACK);
+        assert!(matches!(
+            b.handle_front(t, &mut ack),
+            Action::Forward {
+                iface: Iface::Back,
+                ..
+            }
+        ));
+        assert_eq!(state_of(&b, 6000), Some(TcpState::Established));
+    }
+
+    #[test]
+    fn syn_on_every_closing_state_starts_a_new_flow() {
+        // NAT flows driven into each closing state, then a new SYN.
+        let cases: [(&[(bool, u8)], TcpState); 4] = [
+            // client FIN first: CLOSE_WAIT
+            (
+                &[(true, TcpFlags::FIN | TcpFlags::ACK)],
+                TcpState::CloseWait,
+            ),
+            // server FIN first: FIN_WAIT
+            (&[(false, TcpFlags::FIN | TcpFlags::ACK)], TcpState::FinWait),
+            // client FIN, server's last ACK missing: still CLOSE_WAIT, then
+            // the client's ACK after a server FIN: TIME_WAIT
+            (
+                &[
+                    (true, TcpFlags::FIN | TcpFlags::ACK),
+                    (false, TcpFlags::FIN | TcpFlags::ACK),
+                ],
+                TcpState::TimeWait,
+            ),
+            // reset: CLOSE
+            (&[(true, TcpFlags::RST)], TcpState::Close),
+        ];
+        for (i, (steps, want)) in cases.iter().enumerate() {
+            let mut b = lb(&cfg());
+            let port = 7000 + i as u16;
+            let mut syn = client(port, TcpFlags::SYN);
+            b.handle_front(T0, &mut syn);
+            let mut sa = reply(RS0, port, TcpFlags::SYN | TcpFlags::ACK);
+            b.handle_back(T0, &mut sa);
+            let mut ack = client(port, TcpFlags::ACK);
+            b.handle_front(T0, &mut ack);
+            for &(from_client, flags) in *steps {
+                let mut f = if from_client {
+                    client(port, flags)
+                } else {
+                    reply(RS0, port, flags)
+                };
+                b.handle_front(T0, &mut f);
+                b.handle_back(T0, &mut f);
+            }
+            assert_eq!(state_of(&b, port), Some(*want), "case {i}");
+            let mut syn = client(port, TcpFlags::SYN);
+            assert!(matches!(
+                b.handle_front(T0, &mut syn),
+                Action::Forward { .. }
+            ));
+            // rr: the second flow goes to the other real server.
+            assert_eq!(
+                parse_tcp_frame(&syn, false).unwrap().dst_ip,
+                RS1,
+                "case {i}"
+            );
+            assert_eq!(state_of(&b, port), Some(TcpState::SynRecv), "case {i}");
+            assert_eq!(total_conns(&b), 2, "case {i}");
+            // The old server's late packets no longer find an entry.
+            let mut late = reply(RS0, port, TcpFlags::ACK);
+            assert_eq!(
+                b.handle_back(T0, &mut late),
+                Action::Drop(DropReason::NoConnection),
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn syn_retransmit_and_syn_on_established_follow_the_entry() {
+        let mut c = cfg();
+        c.bi_active = true;
+        let mut b = lb(&c);
+        let mut syn = client(8000, TcpFlags::SYN);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::DeliverLocal { .. }
+        ));
+        // Retransmitted SYN (SYN_RECV): same target, not a new connection.
+        for _ in 0..3 {
+            let mut syn = client(8000, TcpFlags::SYN);
+            assert!(matches!(
+                b.handle_front(T0, &mut syn),
+                Action::DeliverLocal { .. }
+            ));
+        }
+        assert_eq!(total_conns(&b), 1);
+        assert_eq!(b.conntrack().counters().inserted, 1);
+        // ESTABLISHED: a stray SYN follows the entry too (the server's
+        // stack answers it with a challenge ACK).
+        let mut ack = client(8000, TcpFlags::ACK);
+        b.handle_front(T0, &mut ack);
+        let mut syn = client(8000, TcpFlags::SYN);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::DeliverLocal { .. }
+        ));
+        assert_eq!(state_of(&b, 8000), Some(TcpState::Established));
+        assert_eq!(total_conns(&b), 1);
+        assert_eq!(b.conntrack().counters().removed, 0);
+    }
+
+    #[test]
+    fn reuse_on_a_balancer_that_no_longer_owns_the_tuple_drops_the_entry() {
+        // LB 1 served the flow alone; LB 2 joined and now owns the tuple.
+        // The new SYN must be taken by LB 2 only: LB 1 forgets its closing
+        // entry instead of answering too (no flow answered by two LBs).
+        let mut c1 = cfg();
+        c1.bi_active = true;
+        c1.cluster = Cluster {
+            node_id: 1,
+            members: vec![Member { id: 1, weight: 1 }],
+        };
+        let mut b1 = lb(&c1);
+        let two = vec![Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }];
+        let port = (1024..u16::MAX)
+            .find(|&p| {
+                Ownership::compute(&Membership::new(two.clone()).unwrap())
+                    .owner(Ipv4Addr::new(198, 18, 2, 1), p)
+                    == Some(2)
+            })
+            .unwrap();
+        input_only_flow(&mut b1, T0, port);
+        assert_eq!(state_of(&b1, port), Some(TcpState::FinWait));
+        b1.set_membership(two).unwrap();
+        let mut syn = client(port, TcpFlags::SYN);
+        assert_eq!(
+            b1.handle_front(T0, &mut syn),
+            Action::Drop(DropReason::NotOwner)
+        );
+        assert_eq!(state_of(&b1, port), None);
+        assert_eq!(total_conns(&b1), 1);
+    }
+
+    #[test]
+    fn conns_equal_accepted_syns_under_port_reuse() {
+        // Many connection-per-request flows over a small port space (so
+        // tuples are reused while their entries are closing), NAT and local
+        // mixed: every accepted initial SYN is exactly one new connection,
+        // and per-target conns add up to the SYNs each target received.
+        let mut c = cfg();
+        c.bi_active = true;
+        let mut b = lb(&c);
+        let mut accepted = 0u64;
+        let mut to_local = 0u64;
+        let mut to_rs = [0u64; 2];
+        for i in 0..600u32 {
+            let now = Duration::from_millis(u64::from(i) * 10);
+            let port = 20_000 + (i % 37) as u16;
+            let mut syn = client(port, TcpFlags::SYN);
+            match b.handle_front(now, &mut syn) {
+                Action::DeliverLocal { .. } => to_local += 1,
+                Action::Forward { .. } => {
+                    let dst = parse_tcp_frame(&syn, false).unwrap().dst_ip;
+                    to_rs[usize::from(dst == RS1)] += 1;
+                    let mut sa = reply(dst, port, TcpFlags::SYN | TcpFlags::ACK);
+                    b.handle_back(now, &mut sa);
+                }
+                a => panic!("flow {i}: {a:?}"),
+            }
+            accepted += 1;
+            // Client closes first, or the server does, alternately.
+            let mut ack = client(port, TcpFlags::ACK);
+            b.handle_front(now, &mut ack);
+            let mut fin = client(port, TcpFlags::FIN | TcpFlags::ACK);
+            b.handle_front(now, &mut fin);
+            if i % 2 == 0 {
+                for rs in [RS0, RS1] {
+                    let mut sfin = reply(rs, port, TcpFlags::FIN | TcpFlags::ACK);
+                    b.handle_back(now, &mut sfin);
+                }
+            }
+            b.tick(now);
+        }
+        let s = b.snapshot();
+        let conns: Vec<u64> = s.targets.iter().map(|t| t.traffic.conns).collect();
+        assert_eq!(conns, vec![to_local, to_rs[0], to_rs[1]]);
+        assert_eq!(conns.iter().sum::<u64>(), accepted);
+        assert_eq!(s.conntrack.inserted, accepted);
+        assert_eq!(
+            s.conntrack.inserted,
+            s.conntrack.removed
+                + s.conntrack.expired
+                + s.conntrack.evicted
+                + s.conntrack_entries as u64
+        );
+        assert!(s.conntrack.removed > 500, "{:?}", s.conntrack);
     }
 
     #[test]

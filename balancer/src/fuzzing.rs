@@ -11,7 +11,10 @@
 //!   checksum verified, the output's does too (rewrites keep checksums);
 //! * `DeliverLocal { offset, len }`: the range fits the buffer and the IP
 //!   packet is byte-for-byte the one received;
-//! * the connection table never exceeds its capacity.
+//! * the connection table never exceeds its capacity;
+//! * per-target `conns` grow by exactly one for an accepted initial SYN
+//!   that opens a flow (no entry, or a closing entry it reuses) and by
+//!   zero for anything else (so `/stats` connections equal accepted SYNs).
 
 #![forbid(unsafe_code)]
 
@@ -19,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use crate::config::{Cluster, Config, Forwarding, LocalServer, RealServer};
-use crate::conntrack::Timeouts;
+use crate::conntrack::{ConnKey, Timeouts};
 use crate::engine::{Action, Balancer, Interfaces};
 use crate::ownership::Member;
 use crate::sched::{SchedulerKind, Target};
@@ -27,9 +30,12 @@ use crate::wire::build::{syn_options, tcp_frame, FrameSpec};
 use crate::wire::{parse_tcp_frame, Ipv4Packet, MacAddr, TcpFlags, TcpSegment, ETH_HEADER_LEN};
 
 /// The VIP of the fuzzing configuration.
-pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
 /// Real servers of the fuzzing configuration.
-pub const REALS: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 168, 1, 2), Ipv4Addr::new(192, 168, 1, 3)];
+pub const REALS: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(198, 18, 11, 11),
+    Ipv4Addr::new(198, 18, 11, 12),
+];
 
 /// A small-table configuration (so eviction and TableFull paths run),
 /// bi-active, two balancers in the cluster (so NotOwner paths run).
@@ -106,6 +112,8 @@ pub fn run_one(
 ) -> Result<Action, String> {
     let mut buf = input.to_vec();
     let tcp_was_ok = tcp_ok(input);
+    let conns_before = total_conns(b);
+    let opens_flow = front && opens_new_flow(b, input);
     let action = if front {
         b.handle_front(now, &mut buf)
     } else {
@@ -138,7 +146,38 @@ pub fn run_one(
     if b.conntrack().len() > b.conntrack().capacity() {
         return Err("connection table above capacity".into());
     }
+    let counted = total_conns(b) - conns_before;
+    let accepted = opens_flow && !matches!(action, Action::Drop(_));
+    if counted != u64::from(accepted) {
+        return Err(format!(
+            "{counted} new connections counted for {action:?} (initial SYN opening a flow: {opens_flow})"
+        ));
+    }
     Ok(action)
+}
+
+fn total_conns(b: &Balancer) -> u64 {
+    b.counters().targets.iter().map(|t| t.conns).sum()
+}
+
+/// Whether a front frame is an initial SYN that, if accepted, opens a new
+/// flow: no entry for its tuple, or one a new SYN reuses.
+fn opens_new_flow(b: &Balancer, frame: &[u8]) -> bool {
+    let Ok(info) = parse_tcp_frame(frame, false) else {
+        return false;
+    };
+    if !info.flags.is_initial_syn() {
+        return false;
+    }
+    let key = ConnKey {
+        client_ip: info.src_ip,
+        client_port: info.src_port,
+        vport: info.dst_port,
+    };
+    b.conntrack()
+        .lookup(&key)
+        .and_then(|id| b.conntrack().get(id))
+        .is_none_or(|c| c.state.initial_syn_starts_new_flow())
 }
 
 /// Applies a random control event (what health checks, operators and the
@@ -212,7 +251,7 @@ pub fn gen_frame(rng: &mut Rng) -> (Vec<u8>, bool) {
         TcpFlags::SYN | TcpFlags::ACK,
         0,
     ][rng.below(7)];
-    let client = Ipv4Addr::new(172, 16, 0, 1 + rng.below(4) as u8);
+    let client = Ipv4Addr::new(198, 18, 2, 1 + rng.below(4) as u8);
     let cport = 1024 + rng.below(64) as u16;
     let front = rng.below(3) != 0;
     let mut spec = FrameSpec {

@@ -32,6 +32,10 @@ use crate::hash;
 pub const BUCKETS: usize = 4096;
 /// Largest member weight (bounds the assignment cost: buckets * sum of weights).
 pub const MAX_MEMBER_WEIGHT: u32 = 255;
+/// Most members of a cluster. With [`MAX_MEMBER_WEIGHT`] it bounds
+/// [`Ownership::compute`] to `BUCKETS * 64 * 255` hashes (well under a
+/// second), whatever a configuration or a membership update lists.
+pub const MAX_MEMBERS: usize = 64;
 
 /// A live balancer: its cluster-wide id and ownership weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -48,6 +52,12 @@ pub enum MembershipError {
     /// Two members share an id.
     #[error("member id {0} appears twice")]
     DuplicateId(u32),
+    /// More than [`MAX_MEMBERS`] members.
+    #[error("{count} members, at most {max} supported", max = MAX_MEMBERS)]
+    TooMany {
+        /// How many were listed.
+        count: usize,
+    },
     /// A weight exceeds [`MAX_MEMBER_WEIGHT`].
     #[error("member {id}: weight {weight} exceeds {max}", max = MAX_MEMBER_WEIGHT)]
     WeightTooLarge {
@@ -67,6 +77,11 @@ pub struct Membership {
 impl Membership {
     /// Builds a membership from members in any order.
     pub fn new(mut members: Vec<Member>) -> Result<Self, MembershipError> {
+        if members.len() > MAX_MEMBERS {
+            return Err(MembershipError::TooMany {
+                count: members.len(),
+            });
+        }
         members.sort();
         for w in members.windows(2) {
             if w[0].id == w[1].id {
@@ -175,6 +190,18 @@ mod tests {
         let o = Ownership::compute(&ms(&[(7, 1)]));
         assert_eq!(o.bucket_count(7), BUCKETS);
         assert_eq!(o.owner(Ipv4Addr::new(1, 2, 3, 4), 5), Some(7));
+    }
+
+    #[test]
+    fn member_count_is_bounded() {
+        let many = |n: u32| (0..n).map(|id| Member { id, weight: 255 }).collect();
+        assert!(Membership::new(many(MAX_MEMBERS as u32)).is_ok());
+        assert_eq!(
+            Membership::new(many(MAX_MEMBERS as u32 + 1)),
+            Err(MembershipError::TooMany {
+                count: MAX_MEMBERS + 1
+            })
+        );
     }
 
     #[test]

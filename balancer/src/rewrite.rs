@@ -148,7 +148,7 @@ mod tests {
         };
         let mut f = tcp_frame(&spec);
         let before = f.clone();
-        let to = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 2), 8080);
+        let to = SocketAddrV4::new(Ipv4Addr::new(198, 18, 11, 12), 8080);
         let len = nat_in(&mut f, to, macs()).unwrap();
         assert_eq!(len, before.len() - 4);
         let info = parse_tcp_frame(&f[..len], false).unwrap();
@@ -168,16 +168,16 @@ mod tests {
     #[test]
     fn nat_out_rewrites_src() {
         let spec = FrameSpec {
-            src_ip: Ipv4Addr::new(192, 168, 1, 2),
+            src_ip: Ipv4Addr::new(198, 18, 11, 12),
             src_port: 8080,
-            dst_ip: Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: Ipv4Addr::new(198, 18, 2, 1),
             dst_port: 40000,
             flags: TcpFlags::SYN | TcpFlags::ACK,
             payload: b"hello".to_vec(),
             ..Default::default()
         };
         let mut f = tcp_frame(&spec);
-        let vip = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 100), 80);
+        let vip = SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 100), 80);
         let len = nat_out(&mut f, vip, macs()).unwrap();
         let info = parse_tcp_frame(&f[..len], false).unwrap();
         assert_eq!((info.src_ip, info.src_port), (*vip.ip(), 80));

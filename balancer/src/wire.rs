@@ -95,7 +95,8 @@ impl std::str::FromStr for MacAddr {
         let mut out = [0u8; 6];
         let mut n = 0;
         for part in s.split([':', '-']) {
-            if n == 6 || part.len() != 2 {
+            // from_str_radix alone would take "+f" as 0x0f.
+            if n == 6 || part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(MacParseError(s.to_string()));
             }
             out[n] = u8::from_str_radix(part, 16).map_err(|_| MacParseError(s.to_string()))?;
@@ -598,8 +599,8 @@ pub mod build {
             Self {
                 src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
                 dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-                src_ip: Ipv4Addr::new(10, 0, 0, 1),
-                dst_ip: Ipv4Addr::new(10, 0, 0, 100),
+                src_ip: Ipv4Addr::new(198, 18, 2, 1),
+                dst_ip: Ipv4Addr::new(198, 18, 1, 100),
                 src_port: 40000,
                 dst_port: 80,
                 flags: TcpFlags::SYN,
@@ -805,6 +806,9 @@ mod tests {
         assert!("02:00:0a:FF:00".parse::<MacAddr>().is_err());
         assert!("02:00:0a:FF:00:01:02".parse::<MacAddr>().is_err());
         assert!("zz:00:0a:FF:00:01".parse::<MacAddr>().is_err());
+        // A sign is not a hex digit.
+        assert!("02:00:00:00:00:+1".parse::<MacAddr>().is_err());
+        assert!("+2:00:00:00:00:01".parse::<MacAddr>().is_err());
         assert_eq!(
             MacAddr([2, 0, 10, 255, 0, 1]).to_string(),
             "02:00:0a:ff:00:01"

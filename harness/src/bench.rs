@@ -673,8 +673,18 @@ pub fn parse_link_mac(json: &str, ifname: &str) -> Result<String, String> {
         .ok_or_else(|| format!("`ip -j link`: no interface `{ifname}` with an address"))
 }
 
-/// utime + stime (clock ticks, all threads) from `/proc/PID/stat`.
-pub fn parse_proc_cpu_ticks(stat: &str) -> Result<u64, String> {
+/// CPU time of one process (all threads), in clock ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcCpu {
+    /// User mode (`utime`).
+    pub user: u64,
+    /// Kernel mode (`stime`: system calls, and softirq work the kernel
+    /// happened to run in this process's context).
+    pub sys: u64,
+}
+
+/// utime and stime (clock ticks, all threads) from `/proc/PID/stat`.
+pub fn parse_proc_cpu(stat: &str) -> Result<ProcCpu, String> {
     // The command name (field 2) may contain spaces and parentheses: split
     // after the last `)`; the rest starts with field 3 (state).
     let rest = stat
@@ -687,7 +697,10 @@ pub fn parse_proc_cpu_ticks(stat: &str) -> Result<u64, String> {
             .and_then(|x| x.parse::<u64>().ok())
             .ok_or_else(|| format!("/proc/PID/stat: field {what} missing or not a number"))
     };
-    Ok(num(11, "14 (utime)")? + num(12, "15 (stime)")?)
+    Ok(ProcCpu {
+        user: num(11, "14 (utime)")?,
+        sys: num(12, "15 (stime)")?,
+    })
 }
 
 /// Host-wide CPU time from the `cpu` line of `/proc/stat`, in ticks.
@@ -732,7 +745,7 @@ pub struct Snapshot {
     /// The balancer node's interfaces.
     pub lb_links: BTreeMap<String, LinkCounters>,
     /// CPU ticks of the forwarding process, if there is one.
-    pub proc_ticks: Option<u64>,
+    pub proc: Option<ProcCpu>,
     /// Host-wide CPU.
     pub host: HostCpu,
 }
@@ -764,6 +777,8 @@ pub struct Sample {
     pub proc_cpu_s: Option<f64>,
     /// Process CPU microseconds per LB packet.
     pub proc_us_per_packet: Option<f64>,
+    /// Share of the process CPU spent in the kernel (stime / (utime + stime)).
+    pub proc_sys_share: Option<f64>,
     /// Host-wide softirq seconds during the run.
     pub host_softirq_s: f64,
     /// Host-wide busy CPU seconds during the run.
@@ -814,9 +829,17 @@ impl Sample {
                 0.0
             }
         };
-        let proc_cpu_s = match (before.proc_ticks, after.proc_ticks) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clk_tck),
-            _ => None,
+        let (proc_cpu_s, proc_sys_share) = match (before.proc, after.proc) {
+            (Some(a), Some(b)) => {
+                let user = b.user.saturating_sub(a.user);
+                let sys = b.sys.saturating_sub(a.sys);
+                let total = user + sys;
+                (
+                    Some(total as f64 / clk_tck),
+                    (total > 0).then(|| sys as f64 / total as f64),
+                )
+            }
+            _ => (None, None),
         };
         let proc_us_per_packet = proc_cpu_s
             .filter(|_| lb_packets > 0)
@@ -838,6 +861,7 @@ impl Sample {
             lb_pps: per_s(lb_packets as f64),
             proc_cpu_s,
             proc_us_per_packet,
+            proc_sys_share,
             host_softirq_s: after.host.softirq.saturating_sub(before.host.softirq) as f64 / clk_tck,
             host_busy_s: after.host.busy.saturating_sub(before.host.busy) as f64 / clk_tck,
             served_by_rs,
@@ -879,6 +903,8 @@ pub struct TargetSummary {
     pub lb_packets_per_reply: Option<f64>,
     /// Median process CPU µs per LB packet (balancer, HAProxy; else none).
     pub proc_us_per_packet: Option<f64>,
+    /// Median share of that CPU spent in the kernel.
+    pub proc_sys_share: Option<f64>,
     /// Median host-wide softirq µs per reply.
     pub host_softirq_us_per_reply: Option<f64>,
     /// Median host-wide busy CPU µs per reply.
@@ -911,6 +937,7 @@ pub fn summarize(samples: &[Sample], targets: &[Target]) -> Vec<TargetSummary> {
             lb_pps: col(&|x| Some(x.lb_pps)).unwrap_or(0.0),
             lb_packets_per_reply: col(&|x| per_reply(x, x.lb_packets as f64)),
             proc_us_per_packet: col(&|x| x.proc_us_per_packet),
+            proc_sys_share: col(&|x| x.proc_sys_share),
             host_softirq_us_per_reply: col(&|x| per_reply(x, x.host_softirq_s * 1e6)),
             host_busy_us_per_reply: col(&|x| per_reply(x, x.host_busy_s * 1e6)),
             vs_balancer: None,
@@ -980,14 +1007,14 @@ pub fn render_table(spec: &BenchSpec, summary: &[TargetSummary], checks: &[Check
     );
     let _ = writeln!(
         out,
-        "  {:<12} {:>10} {:>15} {:>6} {:>9} {:>7} {:>10} {:>12} {:>9} {:>7}",
+        "  {:<12} {:>10} {:>15} {:>6} {:>9} {:>7} {:>16} {:>12} {:>9} {:>7}",
         "config",
         "replies/s",
         "(min..max)",
         "err %",
         "LB pkt/s",
         "pkt/rep",
-        "proc µs/pk",
+        "proc µs/pk (sys)",
         "softirq µs/r",
         "host µs/r",
         "vs (1)"
@@ -996,11 +1023,14 @@ pub fn render_table(spec: &BenchSpec, summary: &[TargetSummary], checks: &[Check
         let proc = match s.target {
             Target::Nftables => "n/a (kern)".to_string(),
             Target::Direct => "-".to_string(),
-            _ => opt(s.proc_us_per_packet, 2),
+            _ => match (s.proc_us_per_packet, s.proc_sys_share) {
+                (Some(u), Some(k)) => format!("{u:.2} ({:.0}%)", k * 100.0),
+                (u, _) => opt(u, 2),
+            },
         };
         let _ = writeln!(
             out,
-            "  {:<12} {:>10.0} {:>15} {:>6.2} {:>9.0} {:>7} {:>10} {:>12} {:>9} {:>7}",
+            "  {:<12} {:>10.0} {:>15} {:>6.2} {:>9.0} {:>7} {:>16} {:>12} {:>9} {:>7}",
             format!("({}) {}", i + 1, s.target.as_str()),
             s.reply_rate,
             format!("({:.0}..{:.0})", s.reply_rate_range.0, s.reply_rate_range.1),
@@ -1026,9 +1056,10 @@ pub fn render_table(spec: &BenchSpec, summary: &[TargetSummary], checks: &[Check
     let _ = writeln!(
         out,
         "  LB pkt/s: packets received on the LB node's front + back per second of load; \
-         proc µs/pk: CPU (user+sys) of the balancer / HAProxy process per such packet \
+         proc µs/pk: CPU (user+sys) of the balancer / HAProxy process per such packet, \
+         (sys): the kernel's share of it \
          (the in-kernel path has no process: n/a); softirq µs/r and host µs/r: host-wide \
-         softirq and busy CPU time per reply (every namespace: clients, router, LB, server)."
+         softirq and busy CPU time per reply (every namespace: clients, router, LB, server; and any other load on the host). With every namespace on the same cores, the host saturates: reply rate x host µs/r ~ cores x 1e6."
     );
     let _ = writeln!(out, "targets:");
     for c in checks {
@@ -1293,11 +1324,14 @@ mod tests {
 
         let stat =
             "4242 (my (odd) prog) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 12345";
-        assert_eq!(parse_proc_cpu_ticks(stat).unwrap(), 325);
-        assert!(parse_proc_cpu_ticks("4242 (x) S 1")
+        assert_eq!(
+            parse_proc_cpu(stat).unwrap(),
+            ProcCpu { user: 250, sys: 75 }
+        );
+        assert!(parse_proc_cpu("4242 (x) S 1")
             .unwrap_err()
             .contains("utime"));
-        assert!(parse_proc_cpu_ticks("garbage").is_err());
+        assert!(parse_proc_cpu("garbage").is_err());
 
         let ps = "cpu  100 5 50 1000 20 3 40 0 0 0\ncpu0 1 2 3 4 5 6 7\n";
         assert_eq!(
@@ -1340,7 +1374,10 @@ mod tests {
         );
         Snapshot {
             lb_links,
-            proc_ticks: proc,
+            proc: proc.map(|p| ProcCpu {
+                user: p / 2,
+                sys: p - p / 2,
+            }),
             host: HostCpu { softirq, busy },
         }
     }
@@ -1370,6 +1407,7 @@ mod tests {
         assert_eq!(s.error_percent, 1.0);
         assert_eq!(s.proc_cpu_s, Some(0.5));
         assert_eq!(s.proc_us_per_packet, Some(5.0));
+        assert_eq!(s.proc_sys_share, Some(0.5));
         assert!((s.host_softirq_s - 0.2).abs() < 1e-12 && (s.host_busy_s - 2.0).abs() < 1e-12);
         let k = Sample::compute(
             Target::Nftables,
@@ -1440,6 +1478,7 @@ mod tests {
         let t = render_table(&spec(), &sum, &c);
         assert!(t.contains("(1) balancer"), "{t}");
         assert!(t.contains("n/a (kern)"), "{t}");
+        assert!(t.contains(" (50%)"), "{t}");
         assert!(t.contains("balancer / haproxy"), "{t}");
         assert!(t.contains("0.91  (target >= 1.0)  FAIL"), "{t}");
         assert!(!t.contains("PASS"), "{t}");

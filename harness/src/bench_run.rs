@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::bench::{
     checks, client_args, haproxy_config, nft_ruleset, parse_host_cpu, parse_link_mac,
-    parse_link_stats, parse_proc_cpu_ticks, render_table, setup_steps, summarize, teardown_steps,
+    parse_link_stats, parse_proc_cpu, render_table, setup_steps, summarize, teardown_steps,
     BenchRecord, BenchSpec, Layout, LoadFigures, NsCmd, Sample, Snapshot, Target, BENCH_PROFILE,
     BENCH_SCHEMA, BENCH_TOPOLOGY,
 };
@@ -263,9 +263,13 @@ impl<'a> Ctx<'a> {
                     s.reply_rate,
                     s.error_percent,
                     s.lb_pps,
-                    s.proc_us_per_packet
-                        .map(|u| format!(", {u:.2} µs CPU per LB packet"))
-                        .unwrap_or_default()
+                    match (s.proc_us_per_packet, s.proc_sys_share) {
+                        (Some(u), Some(k)) => format!(
+                            ", {u:.2} µs process CPU per LB packet ({:.0} % in the kernel)",
+                            k * 100.0
+                        ),
+                        _ => String::new(),
+                    }
                 ));
                 samples.push(s);
             }
@@ -395,7 +399,7 @@ impl<'a> Ctx<'a> {
             what: "/proc/stat".into(),
             detail,
         })?;
-        let proc_ticks = match pid {
+        let proc = match pid {
             None => None,
             Some((pid, expected)) => {
                 let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -411,13 +415,13 @@ impl<'a> Ctx<'a> {
                 } else {
                     fs::read_to_string(format!("/proc/{pid}/stat"))
                         .ok()
-                        .and_then(|s| parse_proc_cpu_ticks(&s).ok())
+                        .and_then(|s| parse_proc_cpu(&s).ok())
                 }
             }
         };
         Ok(Snapshot {
             lb_links,
-            proc_ticks,
+            proc,
             host,
         })
     }

@@ -102,7 +102,9 @@ TIME_WAIT sockets are flushed in every node (`ss -K`) and rs1's server is restar
 Measured per run: reply rate (replies / load duration) and errors (loadgen); packets received on the LB's \
 front + back (ip -s link) per second of load; CPU (utime+stime, /proc/PID/stat) of the balancer or HAProxy per \
 such packet (the in-kernel path runs in softirq, which is not per process: n/a); host-wide softirq and busy CPU \
-time per reply (/proc/stat, every namespace included).\n\n\
+time per reply (/proc/stat, every namespace included). Every namespace shares the host's cores, so the host \
+saturates and the reply rate reflects the CPU cost per connection of the whole path; other load on the host adds \
+noise (the record keeps the load average at the start).\n\n\
 Temporary changes, inside the namespaces only, undone after each run: for (2) and (3) the router's VIP neighbour \
 points at the LB's unicast MAC (its kernel ignores TCP in the multicast frames the balancer uses) and the LB's \
 prerouting drop of VIP packets is lifted; (2) sets ip_forward=1 and loads table ip balbench; (4) plugs a router \

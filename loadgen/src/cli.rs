@@ -217,7 +217,8 @@ pub struct RunArgs {
     /// 'reply-rate<9000'. Repeatable; every failed threshold is named.
     #[arg(long = "fail-if", value_name = "EXPR")]
     pub fail_if: Vec<String>,
-    /// Worker threads (default: number of CPUs).
+    /// Worker threads (default: one per CPU in open loop, half the CPUs in closed loop, never
+    /// more than --concurrency).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Runtime layout: per-core (default) or multi-thread.

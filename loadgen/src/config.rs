@@ -579,7 +579,14 @@ impl Config {
                 expected: "at least 1".into(),
             });
         }
-        let mut threads = args.threads.unwrap_or(cpus).max(1);
+        // Defaults measured on loopback (see engine.rs): open loop scales with one worker per
+        // CPU; a closed loop saturates with half the CPUs and more workers only take CPU from a
+        // server on the same machine.
+        let default_threads = match workload {
+            Workload::Open(_) => cpus,
+            Workload::Closed(_) => cpus / 2,
+        };
+        let mut threads = args.threads.unwrap_or(default_threads).max(1);
         if let Workload::Closed(c) = workload {
             threads = threads.min(c as usize);
         }
@@ -841,6 +848,10 @@ mod tests {
         assert_eq!(c.workload, Workload::Closed(64));
         assert_eq!(c.calls_per_conn, None);
         assert_eq!(c.stop, Stop::Duration(Duration::from_secs(5)));
+        assert_eq!(c.threads, 1);
+        let c = cfg(&["http://h:81/x", "-c", "64", "--threads", "2"]).unwrap();
+        assert_eq!(c.threads, 2);
+        let c = cfg(&["http://h:81/x", "--rate", "10"]).unwrap();
         assert_eq!(c.threads, 2);
         let c = cfg(&["http://h:81/x", "-c", "1"]).unwrap();
         assert_eq!(c.threads, 1);

@@ -10,27 +10,31 @@
 //! comparison.
 //!
 //! Why per-core: measured on the 2-core development VM against nginx (1 worker, 75-byte file,
-//! loopback), release build, while other jobs were loading the machine (load average 3-5), so
-//! single runs vary by +-30 %; figures are medians of 3-4 interleaved runs:
+//! loopback), release build. Other engineers' jobs shared the machine; the table uses a quiet
+//! window (load average ~1-2, 3 interleaved runs each, medians); in busy windows single runs
+//! varied by +-30 %.
 //!
-//! | workload                                        | per-core, 2 thr | per-core, 1 thr | multi-thread, 2 thr | wrk -t1 |
-//! |-------------------------------------------------|-----------------|-----------------|---------------------|---------|
-//! | closed loop, 64 conns, 3 s: req/s               | 126 k           | 97 k            | 116 k               | 86 k    |
-//! | closed loop: client CPU s per 100 k requests    | 0.39            | 0.38            | 0.43                | 0.45    |
-//! | open loop 20 k conn/s x 80 k conns: client CPU s| 1.55            | 1.37            | 1.78                | -       |
-//! | open loop 33 k conn/s (nginx's edge): clean runs| 1 of 3          | 0 of 3          | 2 of 3              | -       |
+//! | workload                                         | per-core 1 thr | per-core 2 thr | multi-thread 2 thr | wrk -t1 |
+//! |--------------------------------------------------|----------------|----------------|--------------------|---------|
+//! | closed loop, 64 conns, 3 s: req/s                | 185.7 k        | 166.3 k        | 182.1 k            | 182.9 k |
+//! | closed loop: client CPU s per 100 k requests     | 0.46           | 0.47           | 0.49               | 0.50    |
+//! | open loop 30 k conn/s x 120 k conns: client CPU s| 2.12           | 1.96           | 2.66               | -       |
+//! | open loop 36 k conn/s: errors                    | 0              | 0              | 0                  | -       |
+//! | open loop 40 k conn/s: errors                    | collapses      | 0              | 0                  | -       |
 //!
-//! Per-core costs less CPU per connection than the shared runtime (no `Mutex<Recorder>`, no
-//! work stealing) and was at least as fast closed-loop; one thread is cheapest but its single
-//! event loop falls behind first under overload. So the default is per-core with one thread per
-//! CPU. (Commands: `loadgen URL -c 64 -d 3s --runtime R --threads T` vs `wrk -t1 -c64 -d3s URL`;
-//! `loadgen --server 127.0.0.1 --port P --uri /index.html --rate 20000 --num-conns 80000
-//! --timeout 5 --runtime R --threads T`.)
+//! The per-core layout costs the least CPU per connection (no `Mutex<Recorder>`, no work
+//! stealing) and sustains the highest open-loop rate with one thread per CPU, so it is the
+//! default. In a closed loop against a server on the same 2 cores, a second client thread only
+//! takes CPU from the server, so closed loops default to half the CPUs (see `config.rs`).
+//! Commands: `loadgen http://127.0.0.1:P/index.html -c 64 -d 3s --runtime R --threads T` vs
+//! `wrk -t1 -c64 -d3s URL`; `loadgen --server 127.0.0.1 --port P --uri /index.html --rate 30000
+//! --num-conns 120000 --timeout 5 --runtime R --threads T` (CPU from loadgen's own CPU line).
 //!
-//! Connection-per-request capacity on the same box: httperf 0.9.0 sustains 12 000 conn/s and
-//! fails at 15 000 (fd-unavail: select() limit); loadgen sustains 30 000 conn/s with 0 errors
-//! (nginx's own limit is near 33 000). Rate accuracy: 4999.2 req/s at --rate 5000 (10 s),
-//! 19998.0 at --rate 20000 (30 s, peak RSS 8 MB), Poisson 5002.1 / 20042.4.
+//! Connection-per-request capacity on the same box: httperf 0.9.0 sustains 12 000 conn/s, fails
+//! at 15 000 (fd-unavail) and at 14 000 spun at 100 % CPU without finishing; loadgen sustains
+//! 40 000 conn/s with 0 errors (3.3x). Rate accuracy (fixed schedule unless noted): 4999.2 req/s
+//! at --rate 5000 (10 s), 19998.0 at --rate 20000 (30 s, 600 000 connections, peak RSS 8 MB),
+//! Poisson 5002.1 and 20042.4. Overload (20 000 connections stuck open) peaks near 107 MB.
 //!
 //! Closing: by default the last request of a connection carries `Connection: close` and the
 //! engine waits briefly for the server's FIN before closing, so TIME_WAIT stays on the server.
@@ -70,6 +74,7 @@ use crate::arrival::{Distribution, Schedule};
 use crate::cli::RuntimeKind;
 use crate::config::{Config, ConfigError, Stop, Workload};
 use crate::http_parse::{ParseError, Progress, ResponseParser, MAX_HEADER_BYTES};
+use crate::pacer::Pacer;
 use crate::record::{ErrorKind, Recorder, ReplyRecord};
 use crate::sys::classify_io_error;
 use crate::tls::TlsError;
@@ -438,6 +443,7 @@ async fn open_arrivals(
     launch: &mut impl FnMut(Arc<Shared>, Instant, bool),
 ) -> u64 {
     let mut schedule = Schedule::new(dist, plan.seed);
+    let mut pacer = Pacer::new();
     let mut index: u64 = 0;
     let mut burst: u64 = 0;
     let mut max_burst: u64 = 0;
@@ -456,7 +462,7 @@ async fn open_arrivals(
         let at = plan.start + offset;
         if at > Instant::now() {
             burst = 0;
-            tokio::time::sleep_until(at.into()).await;
+            pacer.wait_until(at).await;
         }
         burst += 1;
         max_burst = max_burst.max(burst);
@@ -774,6 +780,9 @@ where
         rec.with(|r| {
             for _ in 0..b {
                 r.request_due(due);
+            }
+            if issued == 0 {
+                r.issue_lateness(send_start.saturating_duration_since(scheduled));
             }
         });
         let last = shared

@@ -206,6 +206,41 @@ mod tests {
         assert_eq!(v["config"]["method"], "GET");
         assert!(v["histograms"]["latency"].as_str().unwrap().len() > 10);
         assert_eq!(v["moments"]["lifetime"]["sum_ns"], 35_000_000);
+        assert_eq!(v["summary"]["issue_lateness_ms"]["max"], 3.0);
+        assert_eq!(v["moments"]["issue_lateness"]["sum_ns"], 6_000_000);
+        assert!(v["histograms"]["issue_lateness"].as_str().unwrap().len() > 10);
+    }
+
+    #[test]
+    fn files_without_issue_lateness_still_read_and_merge() {
+        // A result written before the issue-lateness fields existed: same schema, the three
+        // fields absent. It reads with empty lateness data and merges exactly.
+        let new = golden_run();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&to_json_bytes(&new).unwrap()).unwrap();
+        for section in ["histograms", "moments", "summary"] {
+            let obj = v[section].as_object_mut().unwrap();
+            assert!(obj.remove("issue_lateness").is_some() || section == "summary");
+            obj.remove("issue_lateness_ms");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.json");
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let old = read(&path).unwrap();
+        assert_eq!(old.schema, "loadgen-result/1");
+        assert_eq!(old.moments.issue_lateness, Default::default());
+        assert!(old.histograms.issue_lateness.0.is_empty());
+        assert_eq!(old.summary.issue_lateness_ms, Default::default());
+        assert_eq!(old.histograms.latency, new.histograms.latency);
+        let mut second = golden_run();
+        second.clients[0].index = 1;
+        second.clients[0].count = 2;
+        let mut first = old;
+        first.clients[0].count = 2;
+        let merged = crate::merge::merge(vec![first, second]).unwrap();
+        assert_eq!(merged.moments.issue_lateness, new.moments.issue_lateness);
+        assert_eq!(merged.histograms.issue_lateness, new.histograms.issue_lateness);
+        assert_eq!(merged.summary.issue_lateness_ms.max, 3.0);
     }
 
     #[test]

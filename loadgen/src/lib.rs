@@ -12,6 +12,7 @@
 //! - [`cli`]: the command line (httperf options and the modern interface).
 //! - [`config`]: validated run configuration built from the command line.
 //! - [`arrival`]: open-loop arrival schedules (fixed, Poisson, uniform).
+//! - [`pacer`]: sub-millisecond waits for the schedule (timerfd in the tokio reactor).
 //! - [`http_parse`]: sans-I/O HTTP/1.x response parser.
 //! - [`engine`]: the tokio engine that opens connections and issues calls.
 //! - [`tls`]: rustls client configuration for `https://`.
@@ -29,5 +30,6 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod http_parse;
+pub mod pacer;
 pub mod sys;
 pub mod tls;

@@ -97,6 +97,7 @@ fn report(
     if modern || verbose > 0 {
         let l = &r.summary.latency_ms;
         let u = &r.summary.latency_uncorrected_ms;
+        let i = &r.summary.issue_lateness_ms;
         writeln!(out)?;
         writeln!(
             out,
@@ -107,6 +108,11 @@ fn report(
             out,
             "Latency [ms] (uncorrected):         p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}",
             u.p50, u.p90, u.p99, u.p999, u.max
+        )?;
+        writeln!(
+            out,
+            "Issue lateness [ms] (scheduled -> send): p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}",
+            i.p50, i.p90, i.p99, i.p999, i.max
         )?;
     }
     out.flush()?;

@@ -197,6 +197,7 @@ impl Recorder {
                 transfer: new_histogram().into(),
                 latency: new_histogram().into(),
                 latency_uncorrected: new_histogram().into(),
+                issue_lateness: new_histogram().into(),
             },
             // calloc'ed: untouched pages cost no RSS.
             lifetime_bins: vec![0; LIFETIME_BINS + 1],
@@ -238,6 +239,14 @@ impl Recorder {
     pub fn request_due(&mut self, scheduled: Instant) {
         self.counts.requests_offered += 1;
         self.second(scheduled).offered += 1;
+    }
+
+    /// The first request of a connection started to be written `lateness` after its scheduled
+    /// instant (open loop: the arrival; closed loop: the connection start). Includes the
+    /// connect; later calls on the connection have no schedule to be late against.
+    pub fn issue_lateness(&mut self, lateness: Duration) {
+        self.moments.issue_lateness.add(dur_ns(lateness));
+        hist_record(&mut self.hists.issue_lateness.0, lateness);
     }
 
     /// A connect() was attempted.
@@ -480,6 +489,7 @@ pub(crate) mod testdata {
         r.conn_started(at(0));
         r.conn_established(at(1), ms(1));
         r.request_due(at(1));
+        r.issue_lateness(ms(1));
         r.request_sent(at(1), 70);
         r.reply(at(3), &reply(200, 200, 75, 0, 1, 1));
         r.request_due(at(10));
@@ -490,6 +500,7 @@ pub(crate) mod testdata {
         r.conn_started(at(1000));
         r.conn_established(at(1003), ms(3));
         r.request_due(at(1003));
+        r.issue_lateness(ms(3));
         r.request_sent(at(1003), 70);
         r.reply(at(1010), &reply(404, 150, 150, 0, 5, 2));
         r.conn_closed(at(1011), ms(11), 1, true);
@@ -501,6 +512,7 @@ pub(crate) mod testdata {
         r.conn_started(at(6000));
         r.conn_established(at(6002), ms(2));
         r.request_due(at(6002));
+        r.issue_lateness(ms(2));
         r.request_sent(at(6002), 70);
         r.reply(at(6004), &reply(200, 200, 75, 5, 1, 2));
         r.conn_closed(at(6004), ms(4), 1, true);
@@ -539,6 +551,7 @@ pub(crate) mod testdata {
         let mut now = start_ms + 1;
         r.conn_established(at(now), connect);
         let calls = 1 + rng.next(3) as u32;
+        r.issue_lateness(connect + Duration::from_micros(rng.next(2000)));
         for _ in 0..calls {
             r.request_due(at(now));
             r.request_sent(at(now), 60 + rng.next(20));
@@ -621,6 +634,13 @@ mod tests {
         assert_eq!(r.summary.latency_ms.p50, 3.001); // bucket [3000, 3001] us
         assert_eq!(r.summary.latency_ms.max, 8.0);
         assert_eq!(r.summary.latency_uncorrected_ms.max, 7.0);
+        // Issue lateness: one sample per connection that sent (1, 3, 2 ms).
+        let il = r.moments.issue_lateness;
+        assert_eq!((il.count, il.min_ns, il.max_ns), (3, 1_000_000, 3_000_000));
+        assert_eq!(il.sum_ns, 6_000_000);
+        assert_eq!(r.histograms.issue_lateness.0.len(), 3);
+        assert_eq!(r.summary.issue_lateness_ms.p50, 2.0);
+        assert_eq!(r.summary.issue_lateness_ms.max, 3.0);
         assert_eq!(r.clients.len(), 1);
         assert_eq!(r.clients[0].index, 0);
     }

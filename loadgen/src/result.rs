@@ -388,7 +388,7 @@ impl<'de> Deserialize<'de> for Hist {
     }
 }
 
-/// The six latency histograms (microseconds). Merge: each added.
+/// The latency histograms (microseconds). Merge: each added.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Histograms {
     /// connect() start -> handshake complete.
@@ -403,6 +403,11 @@ pub struct Histograms {
     pub latency: Hist,
     /// Actual send -> last reply byte.
     pub latency_uncorrected: Hist,
+    /// Issue lateness: scheduled instant -> start of the request write, one sample per
+    /// connection that got to send (its first call; includes the connect). Absent (empty) in
+    /// files written before this field existed.
+    #[serde(default)]
+    pub issue_lateness: Hist,
 }
 
 impl Histograms {
@@ -414,6 +419,7 @@ impl Histograms {
         self.transfer.add(&o.transfer);
         self.latency.add(&o.latency);
         self.latency_uncorrected.add(&o.latency_uncorrected);
+        self.issue_lateness.add(&o.issue_lateness);
     }
 }
 
@@ -432,6 +438,9 @@ pub struct MomentSet {
     pub latency: Moments,
     /// Uncorrected latency.
     pub latency_uncorrected: Moments,
+    /// Issue lateness (see [`Histograms::issue_lateness`]); zero in older files.
+    #[serde(default)]
+    pub issue_lateness: Moments,
 }
 
 impl MomentSet {
@@ -443,6 +452,7 @@ impl MomentSet {
         self.transfer.merge(&o.transfer);
         self.latency.merge(&o.latency);
         self.latency_uncorrected.merge(&o.latency_uncorrected);
+        self.issue_lateness.merge(&o.issue_lateness);
     }
 }
 
@@ -655,6 +665,10 @@ pub struct Summary {
     pub latency_uncorrected_ms: Percentiles,
     /// httperf "response" time (last request byte -> first reply byte) percentiles, ms.
     pub response_ms: Percentiles,
+    /// How late the generator itself issued scheduled calls (scheduled instant -> request
+    /// write start, including the connect), ms. All zero for files without the data.
+    #[serde(default)]
+    pub issue_lateness_ms: Percentiles,
 }
 
 /// The complete result of one client run or of a merge of several.
@@ -781,6 +795,10 @@ impl RunResult {
                 &self.moments.latency_uncorrected,
             ),
             response_ms: Percentiles::of(&self.histograms.response, &self.moments.response),
+            issue_lateness_ms: Percentiles::of(
+                &self.histograms.issue_lateness,
+                &self.moments.issue_lateness,
+            ),
         };
     }
 

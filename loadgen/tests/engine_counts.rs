@@ -50,6 +50,14 @@ fn httperf_style_open_loop_counts_are_exact() {
     assert_eq!(seen.requests.load(Ordering::Relaxed), 50);
     // 50 connections at 500/s take ~98 ms of schedule.
     assert!(r.duration_s() >= 0.098, "{}", r.duration_s());
+    // One call per connection: corrected latency = issue lateness + uncorrected latency, sample
+    // by sample, so the exact nanosecond sums decompose too.
+    let m = &r.moments;
+    assert_eq!(m.issue_lateness.count, 50);
+    assert_eq!(
+        m.latency.sum_ns,
+        m.issue_lateness.sum_ns + m.latency_uncorrected.sum_ns
+    );
 }
 
 #[test]
@@ -77,6 +85,9 @@ fn several_calls_per_connection_and_bursts() {
     assert_eq!(r.errors_total(), 0);
     assert_eq!(seen.conns.load(Ordering::Relaxed), 20);
     assert_eq!(seen.requests.load(Ordering::Relaxed), 100);
+    // Lateness is sampled once per connection (its scheduled first call), not per call.
+    assert_eq!(r.moments.issue_lateness.count, 20);
+    assert_eq!(r.histograms.issue_lateness.0.len(), 20);
 }
 
 #[test]
@@ -123,6 +134,8 @@ fn closed_loop_keeps_connections_alive() {
         r.counts.requests_sent
     );
     assert!(stdout(&o).contains("Latency [ms] (from scheduled send)"));
+    assert!(stdout(&o).contains("Issue lateness [ms] (scheduled -> send): p50 "));
+    assert_eq!(r.moments.issue_lateness.count, 4);
 }
 
 #[test]

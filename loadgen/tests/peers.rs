@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use loadgen::httperf_fmt::{parse_summary, ParsedSummary};
 
-const PAGE: &[u8] =
-    b"<html><head><title>bi-active</title></head><body>paper page 75 B</body></html>\n";
+/// The paper's page: 75 bytes, the same as realserver's default.
+const PAGE: &[u8] = b"<html><head><title>test</title></head><body>This is a test. </body></html>\n";
 
 fn loadgen_bin() -> &'static str {
     env!("CARGO_BIN_EXE_loadgen")
@@ -90,9 +90,26 @@ impl Drop for Guard {
 
 /// nginx with one worker serving the paper's 75-byte page from a temp dir.
 struct Nginx {
-    _proc: Guard,
+    proc: Child,
     port: u16,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    /// SIGTERM lets the master stop its worker; a SIGKILLed master would orphan it.
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.proc.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.proc.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
 }
 
 fn start_nginx() -> Nginx {
@@ -121,13 +138,13 @@ fn start_nginx() -> Nginx {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start nginx");
-    let proc = Guard(child);
-    wait_port(port);
-    Nginx {
-        _proc: proc,
+    let nginx = Nginx {
+        proc: child,
         port,
         _dir: dir,
-    }
+    };
+    wait_port(port);
+    nginx
 }
 
 fn run(program: &str, args: &[String]) -> Output {
@@ -219,6 +236,8 @@ fn agrees_with_httperf_against_nginx() {
         h.request_rate
     );
     // Same request on the wire, same page back.
+    assert_eq!(PAGE.len(), 75);
+    assert_eq!(l.reply_content, 75.0, "content bytes per reply");
     assert_eq!(l.reply_content, h.reply_content, "content bytes per reply");
 }
 

@@ -81,6 +81,13 @@ fn parse_secs(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// A seconds option as a Duration, with the range `parse_secs` enforces.
+fn secs(option: &'static str, v: f64) -> Result<Duration, ConfigError> {
+    parse_secs(&v.to_string())
+        .map(Duration::from_secs_f64)
+        .map_err(|reason| ConfigError::Invalid { option, reason })
+}
+
 /// What to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContentSource {
@@ -118,6 +125,15 @@ pub struct Config {
 /// Why the options do not make a usable configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// An option holds a value outside its range. clap's parsers already
+    /// refuse these on the command line; this catches a [`Cli`] built in code.
+    #[error("--{option}: {reason}")]
+    Invalid {
+        /// The option, without dashes.
+        option: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// `--root` does not name a readable directory.
     #[error("--root {path}: {reason}")]
     Root {
@@ -131,6 +147,28 @@ pub enum ConfigError {
 impl Config {
     /// Checks the options (the root must be an existing directory) and fills defaults.
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        // `Cli`'s fields are public, so a library caller can skip clap's
+        // range checks; Duration::from_secs_f64 would panic on them.
+        let header_timeout = secs("header-timeout", cli.header_timeout)?;
+        let shutdown_timeout = secs("shutdown-timeout", cli.shutdown_timeout)?;
+        if cli.listen.is_empty() {
+            return Err(ConfigError::Invalid {
+                option: "listen",
+                reason: "at least one address is needed".into(),
+            });
+        }
+        if cli.threads == Some(0) {
+            return Err(ConfigError::Invalid {
+                option: "threads",
+                reason: "expected 1..=1024, got 0".into(),
+            });
+        }
+        if cli.backlog < 1 {
+            return Err(ConfigError::Invalid {
+                option: "backlog",
+                reason: format!("expected 1..=1048576, got {}", cli.backlog),
+            });
+        }
         let threads = match cli.threads {
             Some(n) => usize::from(n),
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -159,9 +197,9 @@ impl Config {
             name: cli.name,
             content,
             work: Duration::from_micros(cli.work_us),
-            header_timeout: Duration::from_secs_f64(cli.header_timeout),
+            header_timeout,
             max_header_bytes: cli.max_header_bytes as usize,
-            shutdown_timeout: Duration::from_secs_f64(cli.shutdown_timeout),
+            shutdown_timeout,
         })
     }
 }
@@ -212,6 +250,34 @@ mod tests {
         assert!(parse(&["--listen", "localhost"]).is_err());
         assert!(parse(&["--max-header-bytes", "10"]).is_err());
         assert!(parse(&["--root", "/", "--body-bytes", "5"]).is_err());
+    }
+
+    #[test]
+    fn out_of_range_fields_set_in_code_are_errors_not_panics() {
+        let base = parse(&[]).unwrap();
+        type Case = (&'static str, fn(&mut Cli));
+        let cases: [Case; 6] = [
+            ("--header-timeout: ", |c| c.header_timeout = f64::NAN),
+            ("--header-timeout: ", |c| c.header_timeout = -1.0),
+            ("--shutdown-timeout: ", |c| {
+                c.shutdown_timeout = f64::INFINITY
+            }),
+            ("--listen: ", |c| c.listen.clear()),
+            ("--threads: ", |c| c.threads = Some(0)),
+            ("--backlog: ", |c| c.backlog = 0),
+        ];
+        for (want, set) in cases {
+            let mut cli = base.clone();
+            set(&mut cli);
+            let e = Config::from_cli(cli).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{want}: {e}");
+        }
+        let mut cli = base;
+        cli.header_timeout = 0.25;
+        assert_eq!(
+            Config::from_cli(cli).unwrap().header_timeout,
+            Duration::from_millis(250)
+        );
     }
 
     #[test]
