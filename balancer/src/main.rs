@@ -45,6 +45,7 @@ fn run(a: &RunArgs) -> ExitCode {
         tick: Duration::from_millis(a.tick_ms),
         tun: a.tun.clone(),
         control: a.control,
+        batch: a.batch as usize,
     };
     match runner::run(cfg, opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,7 +11,8 @@
 //! the front MAC); the LB kernel has no VIP on front, drops front→VIP in
 //! nftables prerouting and does not forward (ip_forward=0): only the
 //! user-space balancer moves packets. Phases: NAT with bi-active off (via
-//! `--io pnet`) and on (default `--io direct`), malformed frames, the `stats` CLI, DR, and SIGTERM → exit 0.
+//! `--io pnet`) and on (default batched `--io mmsg`), malformed frames, the
+//! `stats` CLI, DR (via `--io direct`), and SIGTERM → exit 0.
 //! Everything lives in 198.19.0.0/16 and is deleted on drop, even on panic.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -519,10 +520,12 @@ fn balancer_end_to_end_in_namespaces() {
         .parse()
         .unwrap();
 
-    // 1. NAT, bi-active off: the real server serves everything.
+    // 1. NAT, bi-active off, pnet I/O: the real server serves everything.
     let lb = start_balancer(
         bin,
         &[
+            "--io",
+            "pnet",
             "--method",
             "nat",
             "--bi-active",
@@ -549,7 +552,7 @@ fn balancer_end_to_end_in_namespaces() {
     let log = stop(lb);
     assert!(log.contains("real[0] 198.19.2.10 is at"), "{log}");
 
-    // 2. NAT, bi-active on (rr), default (direct) I/O: both serve, the sums add up.
+    // 2. NAT, bi-active on (rr), default (batched mmsg) I/O: both serve, the sums add up.
     let lb = start_balancer(
         bin,
         &[
@@ -603,9 +606,11 @@ fn balancer_end_to_end_in_namespaces() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(v["drops"]["truncated"].as_u64().unwrap() >= 2);
     let log = stop(lb);
+    assert!(log.contains("balancer: batches of up to 64:"), "{log}");
     eprintln!("{}", log.lines().last().unwrap_or_default());
 
-    // 5. DR, bi-active off: MAC rewrite only, the RS answers the client directly.
+    // 5. DR, bi-active off, per-frame direct I/O: MAC rewrite only, the RS
+    // answers the client directly.
     sh(&[
         "ip",
         "-n",
@@ -619,6 +624,8 @@ fn balancer_end_to_end_in_namespaces() {
     let lb = start_balancer(
         bin,
         &[
+            "--io",
+            "direct",
             "--method",
             "dr",
             "--bi-active",

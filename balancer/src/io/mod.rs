@@ -3,11 +3,14 @@
 //!
 //! * [`sys`]: the system calls std and pnet lack (all `unsafe` is here).
 //! * [`packet`]: one interface's pnet channel over our own AF_PACKET socket.
+//! * [`batch`]: recvmmsg/sendmmsg slots and send queues, and the pure
+//!   retry/drop policy for a partial batched send.
 //! * [`arp`]: real-server MAC resolution state (pure).
 //! * [`control`]: the `GET /stats` HTTP endpoint and its client.
 //! * [`runner`]: the packet loop (one thread, poll(2)).
 
 pub mod arp;
+pub mod batch;
 pub mod control;
 pub mod packet;
 pub mod runner;

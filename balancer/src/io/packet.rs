@@ -24,6 +24,10 @@ pub enum IoMode {
     /// the same (pnet-bound) socket: two system calls fewer per forwarded
     /// frame and no copy.
     Direct,
+    /// Batched: one recvmmsg(2) reads up to `--batch` frames into
+    /// preallocated slots, and the forwarded ones leave with one sendmmsg(2)
+    /// per interface and batch (single frames, e.g. ARP, as `Direct`).
+    Mmsg,
 }
 
 /// What one read attempt produced.
@@ -191,7 +195,7 @@ impl Port {
                 }
                 Err(e) => Recv::Error(e),
             },
-            IoMode::Direct => match sys::recv_frame(self.fd, buf) {
+            IoMode::Direct | IoMode::Mmsg => match sys::recv_frame(self.fd, buf) {
                 Ok(Some(n)) if n > buf.len() => Recv::Oversize,
                 Ok(Some(n)) => Recv::Frame(n),
                 Ok(None) => Recv::Empty,
@@ -207,7 +211,7 @@ impl Port {
                 Some(r) => r,
                 None => Err(io::Error::other("pnet: frame larger than its write buffer")),
             },
-            IoMode::Direct => match sys::send_frame(self.fd, frame) {
+            IoMode::Direct | IoMode::Mmsg => match sys::send_frame(self.fd, frame) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let mut p = [libc::pollfd {
                         fd: self.fd,
