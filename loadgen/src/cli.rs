@@ -224,6 +224,11 @@ pub struct RunArgs {
     /// Runtime layout: per-core (default) or multi-thread.
     #[arg(long, value_enum, value_name = "KIND", default_value = "per-core")]
     pub runtime: RuntimeKind,
+    /// Open loop: longest an arrival may be delayed so that one timer wake-up issues several
+    /// (default 100us; 0 = a wake-up per arrival, most precise, most CPU; at most 1s). Each
+    /// arrival's actual delay is reported as issue lateness.
+    #[arg(long = "pace-slack", value_name = "TIME", value_parser = parse_duration)]
+    pub pace_slack: Option<Duration>,
     /// Seed for random arrivals (default derived from --client, like httperf).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,

@@ -239,7 +239,10 @@ mod tests {
         first.clients[0].count = 2;
         let merged = crate::merge::merge(vec![first, second]).unwrap();
         assert_eq!(merged.moments.issue_lateness, new.moments.issue_lateness);
-        assert_eq!(merged.histograms.issue_lateness, new.histograms.issue_lateness);
+        assert_eq!(
+            merged.histograms.issue_lateness,
+            new.histograms.issue_lateness
+        );
         assert_eq!(merged.summary.issue_lateness_ms.max, 3.0);
     }
 
