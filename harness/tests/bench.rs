@@ -135,8 +135,9 @@ fn bench_balancer_runs_every_configuration() {
 
     // Ctrl-C during a run: every process stopped, testbed removed, 130.
     let run_dir = out.path().join("interrupted");
-    let child = Command::new(BIN)
-        .args([
+    common::interrupt_once_clients_run(
+        BIN,
+        &[
             "bench-balancer",
             "--seconds",
             "30",
@@ -146,28 +147,9 @@ fn bench_balancer_runs_every_configuration() {
             bins.to_str().unwrap(),
             "--out-dir",
             run_dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while !run_dir.join("logs/haproxy-r0-client3.loadgen.log").exists() {
-        assert!(
-            started.elapsed().as_secs() < 60,
-            "the interrupted bench never started its clients"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let t0 = std::time::Instant::now();
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "{stderr}");
-    assert!(t0.elapsed().as_secs() < 20, "Ctrl-C took too long");
-    assert!(stderr.contains("testbed torn down"), "{stderr}");
+        ],
+        &run_dir.join("logs/haproxy-r0-client3.loadgen.log"),
+    );
     let inv = discover(CgroupFlavor::detect().ok().as_ref());
     assert!(inv.is_empty(), "leftovers after Ctrl-C {inv:?}");
 }

@@ -190,8 +190,9 @@ fn cluster_points() {
 
     // Ctrl-C while the clients run: every process stopped, testbed removed.
     let run_dir = out.path().join("interrupted");
-    let child = Command::new(BIN)
-        .args([
+    common::interrupt_once_clients_run(
+        BIN,
+        &[
             "run",
             "--rate",
             "30",
@@ -201,32 +202,9 @@ fn cluster_points() {
             bins.to_str().unwrap(),
             "--out-dir",
             run_dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while !run_dir.join("logs/client3.loadgen.log").exists() {
-        assert!(
-            started.elapsed().as_secs() < 60,
-            "the interrupted run never started its clients"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let t0 = std::time::Instant::now();
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+        ],
+        &run_dir.join("logs/client3.loadgen.log"),
     );
-    assert!(t0.elapsed().as_secs() < 20, "Ctrl-C took too long");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("testbed torn down"));
     assert_clean("after Ctrl-C during a run");
 
     // A method that does not fit the topology: a clear error, nothing built.

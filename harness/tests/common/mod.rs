@@ -47,3 +47,33 @@ pub fn bin_dir() -> PathBuf {
     );
     dir
 }
+
+/// Start `harness ARGS`, wait until `marker` (a client's log file) exists, send SIGINT, and return
+/// its output: checks that it exits 130 within 20 s and says it tore the testbed down.
+pub fn interrupt_once_clients_run(bin: &str, args: &[&str], marker: &Path) -> std::process::Output {
+    let child = std::process::Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the interrupted run never started its clients ({} missing)",
+            marker.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let t0 = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(t0.elapsed().as_secs() < 20, "Ctrl-C took too long");
+    assert!(stderr.contains("testbed torn down"), "{stderr}");
+    o
+}
