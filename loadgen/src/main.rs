@@ -95,25 +95,33 @@ fn report(
     }
     httperf_fmt::write_summary(r, &mut out).context("writing the summary to stdout")?;
     if modern || verbose > 0 {
-        let l = &r.summary.latency_ms;
-        let u = &r.summary.latency_uncorrected_ms;
-        let i = &r.summary.issue_lateness_ms;
+        let pct = |p: &loadgen::result::Percentiles| {
+            format!(
+                "p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}",
+                p.p50, p.p90, p.p99, p.p999, p.max
+            )
+        };
+        // Without a reply there is no latency to report; zeros would read as "instant".
+        let (latency, uncorrected) = if r.replies() == 0 {
+            (
+                "n/a (no replies)".to_string(),
+                "n/a (no replies)".to_string(),
+            )
+        } else {
+            (
+                pct(&r.summary.latency_ms),
+                pct(&r.summary.latency_uncorrected_ms),
+            )
+        };
         writeln!(out)?;
-        writeln!(
-            out,
-            "Latency [ms] (from scheduled send): p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}",
-            l.p50, l.p90, l.p99, l.p999, l.max
-        )?;
-        writeln!(
-            out,
-            "Latency [ms] (uncorrected):         p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}",
-            u.p50, u.p90, u.p99, u.p999, u.max
-        )?;
-        writeln!(
-            out,
-            "Issue lateness [ms] (scheduled -> send): p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}",
-            i.p50, i.p90, i.p99, i.p999, i.max
-        )?;
+        writeln!(out, "Latency [ms] (from scheduled send): {latency}")?;
+        writeln!(out, "Latency [ms] (uncorrected):         {uncorrected}")?;
+        let lateness = if r.counts.requests_sent == 0 {
+            "n/a (nothing sent)".to_string()
+        } else {
+            pct(&r.summary.issue_lateness_ms)
+        };
+        writeln!(out, "Issue lateness [ms] (scheduled -> send): {lateness}")?;
     }
     out.flush()?;
     drop(out);

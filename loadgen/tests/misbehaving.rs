@@ -37,6 +37,16 @@ fn refused() {
     assert_eq!(r.errors_total(), 3);
     assert_eq!(r.counts.replies_received, 0);
     assert!(out.contains("Errors: total 3 client-timo 0 socket-timo 0 connrefused 3 connreset 0"));
+    // -v adds the latency lines; with no reply they must not read as zero latency.
+    let (_, out) = run(closed_port(), "3", &["-v"]);
+    assert!(
+        out.contains("Latency [ms] (from scheduled send): n/a (no replies)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Issue lateness [ms] (scheduled -> send): n/a (nothing sent)"),
+        "{out}"
+    );
 }
 
 #[test]
