@@ -29,8 +29,8 @@ use crate::nsnet::{http_get, tcp_probe};
 use crate::plan::netns_name;
 use crate::profile::Profile;
 use crate::run::{
-    bring_up_testbed, check_interrupt, describe_exit, io_err, log_tail, progress, spawn_logged,
-    unix_ms, versions, wait_ready, Binaries, Procs, RunError, BALANCER_READY_LINE,
+    bring_up_testbed, check_interrupt, describe_exit, io_err, progress, spawn_logged, unix_ms,
+    versions, wait_clients, wait_ready, Binaries, Procs, RunError, BALANCER_READY_LINE,
     BALANCER_READY_TIMEOUT, FETCH_TIMEOUT, SERVER_READY_TIMEOUT,
 };
 use crate::signal;
@@ -556,32 +556,8 @@ impl<'a> Ctx<'a> {
             jsons.push(json);
         }
         let budget = self.opts.spec.seconds + self.opts.spec.timeout_s + 30.0;
-        let t0 = Instant::now();
-        let mut done = vec![None; loadgens.0.len()];
-        while done.iter().any(Option::is_none) {
-            check_interrupt(self.flag)?;
-            for (i, pr) in loadgens.0.iter_mut().enumerate() {
-                if done[i].is_none() {
-                    done[i] = pr.p.try_wait().ok().flatten();
-                }
-            }
-            if t0.elapsed().as_secs_f64() > budget {
-                return Err(RunError::Process {
-                    what: format!("clients still running after {budget:.0} s"),
-                    detail: "killed them".into(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_clients(&mut loadgens.0, budget, self.flag)?;
         let after = self.snapshot(fwd_pid)?;
-        for (pr, st) in loadgens.0.iter().zip(&done) {
-            if let Some(st) = st.filter(|s| !s.success()) {
-                return Err(RunError::Process {
-                    what: format!("{} {}", pr.what, describe_exit(st)),
-                    detail: log_tail(&pr.log),
-                });
-            }
-        }
         let served_after = self.rs_requests();
         if t == Target::Balancer {
             let ns = netns_name(&l.lb);

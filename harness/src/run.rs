@@ -235,6 +235,42 @@ pub(crate) fn check_interrupt(flag: &AtomicBool) -> Result<(), RunError> {
     }
 }
 
+/// Waits for every client process to exit, polling for an interrupt, and fails
+/// when one exits unsuccessfully or they outlive `budget_s` seconds (they are
+/// killed when the caller drops them).
+pub(crate) fn wait_clients(
+    clients: &mut [Proc],
+    budget_s: f64,
+    flag: &AtomicBool,
+) -> Result<(), RunError> {
+    let t0 = Instant::now();
+    let mut done = vec![None; clients.len()];
+    while done.iter().any(Option::is_none) {
+        check_interrupt(flag)?;
+        for (i, pr) in clients.iter_mut().enumerate() {
+            if done[i].is_none() {
+                done[i] = pr.p.try_wait().ok().flatten();
+            }
+        }
+        if t0.elapsed().as_secs_f64() > budget_s {
+            return Err(RunError::Process {
+                what: format!("clients still running after {budget_s:.0} s"),
+                detail: "killed them".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (pr, st) in clients.iter().zip(&done) {
+        if let Some(st) = st.filter(|s| !s.success()) {
+            return Err(RunError::Process {
+                what: format!("{} {}", pr.what, describe_exit(st)),
+                detail: log_tail(&pr.log),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Polls `ready` until it holds, the process exits, time runs out or an
 /// interrupt arrives.
 pub(crate) fn wait_ready(
@@ -482,31 +518,7 @@ fn run_on(
         clients.len(),
         budget
     ));
-    let t0 = Instant::now();
-    let mut done = vec![None; loadgens.len()];
-    while done.iter().any(Option::is_none) {
-        check_interrupt(flag)?;
-        for (i, pr) in loadgens.iter_mut().enumerate() {
-            if done[i].is_none() {
-                done[i] = pr.p.try_wait().ok().flatten();
-            }
-        }
-        if t0.elapsed().as_secs_f64() > budget {
-            return Err(RunError::Process {
-                what: format!("clients still running after {budget:.0} s"),
-                detail: "killed them".into(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for (pr, st) in loadgens.iter().zip(&done) {
-        if let Some(st) = st.filter(|s| !s.success()) {
-            return Err(RunError::Process {
-                what: format!("{} {}", pr.what, describe_exit(st)),
-                detail: log_tail(&pr.log),
-            });
-        }
-    }
+    wait_clients(&mut loadgens, budget, flag)?;
     let mut results = Vec::new();
     for j in &jsons {
         results.push(loadgen::json_out::read(j).map_err(|e| RunError::Results {
