@@ -718,13 +718,18 @@ impl Conntrack {
         flags: TcpFlags,
     ) -> Option<TcpState> {
         let now_ms = self.advance(now);
-        let cur = self.get(id)?;
-        let new = next_state(cur.state, dir, flags);
+        // Only the state is needed: read the slot, not a whole `Conn` (`get`).
+        let raw = self.slots.get(id.0 as usize)?.state;
+        if raw == FREE {
+            return None;
+        }
+        let cur = TcpState::from_u8(raw);
+        let new = next_state(cur, dir, flags);
         let i = id.0;
         self.unlink(i);
         let target = self.slots[i as usize].target;
-        if new != cur.state {
-            self.account(target, cur.state as u8, -1);
+        if new != cur {
+            self.account(target, cur as u8, -1);
             self.account(target, new as u8, 1);
         }
         let slot = &mut self.slots[i as usize];

@@ -56,8 +56,8 @@ use crate::ownership::{Member, Membership, MembershipError, Ownership};
 use crate::rewrite::{self, MacPair};
 use crate::sched::{Candidate, FlowKey, Scheduler, SchedulerKind, Target};
 use crate::wire::{
-    parse_tcp_frame, EthernetFrame, Ipv4Packet, MacAddr, TcpFrameInfo, ETHERTYPE_IPV4,
-    ETH_HEADER_LEN,
+    parse_tcp_frame, tcp_frame_info, EthernetFrame, Ipv4Packet, MacAddr, TcpFrameInfo,
+    ETHERTYPE_IPV4, ETH_HEADER_LEN,
 };
 
 /// Which interface a frame leaves by.
@@ -349,7 +349,7 @@ impl Balancer {
         if ip.dst_addr() != *self.vip.ip() {
             return Err(DropReason::NotForVip);
         }
-        let info = parse_tcp_frame(frame, false).map_err(DropReason::from)?;
+        let info = tcp_frame_info(&eth, &ip, false).map_err(DropReason::from)?;
         if info.dst_port != self.vip.port() {
             return Err(DropReason::NotForVip);
         }

@@ -533,6 +533,17 @@ pub fn parse_tcp_frame(frame: &[u8], allow_ip_options: bool) -> Result<TcpFrameI
         return Err(WireError::NotIpv4);
     }
     let ip = Ipv4Packet::new_checked(eth.payload())?;
+    tcp_frame_info(&eth, &ip, allow_ip_options)
+}
+
+/// The checks of [`parse_tcp_frame`] after the IPv4 structure (header
+/// checksum, fragment, options, protocol, TCP structure), for a caller that
+/// already holds the Ethernet and IPv4 views and must not parse them again.
+pub fn tcp_frame_info(
+    eth: &EthernetFrame<&[u8]>,
+    ip: &Ipv4Packet<&[u8]>,
+    allow_ip_options: bool,
+) -> Result<TcpFrameInfo, WireError> {
     if !ip.verify_checksum() {
         return Err(WireError::BadChecksum);
     }

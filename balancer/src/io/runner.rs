@@ -268,13 +268,18 @@ fn decide(
     }
 }
 
-/// Writes one IP packet into the TUN (local delivery), counting the outcome.
+/// Writes the IP packet `frame[offset..offset + len]` into the TUN (local
+/// delivery), counting the outcome; a range outside the frame is an error.
 fn tun_write(
     tun: Option<&mut File>,
-    packet: Option<&[u8]>,
+    frame: &[u8],
+    (offset, len): (usize, usize),
     io: &mut IoCounters,
     logged: &mut bool,
 ) {
+    let packet = offset
+        .checked_add(len)
+        .and_then(|end| frame.get(offset..end));
     let ok = match (tun, packet) {
         (Some(t), Some(p)) => match t.write(p) {
             Ok(_) => true,
@@ -470,17 +475,13 @@ impl Loop {
                     Iface::Front => self.io.tx_errors_front += 1,
                     Iface::Back => self.io.tx_errors_back += 1,
                 },
-                Action::DeliverLocal { offset, len } => {
-                    let packet = offset
-                        .checked_add(len)
-                        .and_then(|end| frame.get(offset..end));
-                    tun_write(
-                        self.tun.as_mut(),
-                        packet,
-                        &mut self.io,
-                        &mut self.logged_tx_error[2],
-                    );
-                }
+                Action::DeliverLocal { offset, len } => tun_write(
+                    self.tun.as_mut(),
+                    frame,
+                    (offset, len),
+                    &mut self.io,
+                    &mut self.logged_tx_error[2],
+                ),
                 Action::Drop(_) => {}
             }
         }
@@ -524,12 +525,15 @@ impl Loop {
     fn execute(&mut self, action: Action) {
         match action {
             Action::Forward { iface, len } => {
-                let Some(frame) = self.buf.get(..len) else {
-                    return;
-                };
                 let (port, errs, i) = match iface {
                     Iface::Front => (&mut self.front, &mut self.io.tx_errors_front, 0),
                     Iface::Back => (&mut self.back, &mut self.io.tx_errors_back, 1),
+                };
+                // The engine never grows a frame; a longer length would be a
+                // bug: dropped and counted, as on the batched path.
+                let Some(frame) = self.buf.get(..len) else {
+                    *errs += 1;
+                    return;
                 };
                 match port.send(frame) {
                     Ok(()) => self.io.packets_out += 1,
@@ -545,17 +549,13 @@ impl Loop {
                     }
                 }
             }
-            Action::DeliverLocal { offset, len } => {
-                let packet = offset
-                    .checked_add(len)
-                    .and_then(|end| self.buf.get(offset..end));
-                tun_write(
-                    self.tun.as_mut(),
-                    packet,
-                    &mut self.io,
-                    &mut self.logged_tx_error[2],
-                );
-            }
+            Action::DeliverLocal { offset, len } => tun_write(
+                self.tun.as_mut(),
+                &self.buf,
+                (offset, len),
+                &mut self.io,
+                &mut self.logged_tx_error[2],
+            ),
             Action::Drop(_) => {}
         }
     }
