@@ -341,6 +341,30 @@ struct Plan {
     pace_slack: Duration,
 }
 
+impl Plan {
+    /// An empty recorder for this run (one per worker, absorbed at the end).
+    fn recorder(&self) -> Recorder {
+        Recorder::for_client(self.start, self.client.0, self.client.1)
+    }
+}
+
+/// One launched connection (open loop) or closed-loop slot, on either runtime layout;
+/// the guard marks it in flight until it ends.
+async fn conn_task<R: RecHandle>(
+    shared: Arc<Shared>,
+    rec: R,
+    scheduled: Instant,
+    closed: bool,
+    guard: InflightGuard,
+) {
+    if closed {
+        slot_loop(&shared, &rec).await;
+    } else {
+        connection(&shared, &rec, scheduled).await;
+    }
+    drop(guard);
+}
+
 /// Share of `total` for worker `w` of `workers` (the first `total % workers` get one more).
 fn share(total: u64, w: usize, workers: usize) -> u64 {
     let (w, n) = (w as u64, workers as u64);
@@ -362,27 +386,20 @@ fn run_per_core(
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                let rec = Rc::new(RefCell::new(Recorder::for_client(
-                    plan.start,
-                    plan.client.0,
-                    plan.client.1,
-                )));
+                let rec = Rc::new(RefCell::new(plan.recorder()));
                 let local = tokio::task::LocalSet::new();
                 let inflight = Inflight::default();
                 let launch = {
                     let rec = rec.clone();
                     let inflight = inflight.clone();
                     move |fut_shared: Arc<Shared>, scheduled: Instant, closed: bool| {
-                        let guard = inflight.enter();
-                        let rec = rec.clone();
-                        tokio::task::spawn_local(async move {
-                            if closed {
-                                slot_loop(&fut_shared, &rec).await;
-                            } else {
-                                connection(&fut_shared, &rec, scheduled).await;
-                            }
-                            drop(guard);
-                        });
+                        tokio::task::spawn_local(conn_task(
+                            fut_shared,
+                            rec.clone(),
+                            scheduled,
+                            closed,
+                            inflight.enter(),
+                        ));
                     }
                 };
                 let burst = local.block_on(&rt, async {
@@ -408,10 +425,7 @@ fn run_per_core(
             None => total = Some(rec),
         }
     }
-    Ok((
-        total.unwrap_or_else(|| Recorder::for_client(plan.start, plan.client.0, plan.client.1)),
-        max_burst,
-    ))
+    Ok((total.unwrap_or_else(|| plan.recorder()), max_burst))
 }
 
 fn run_multi_thread(
@@ -423,26 +437,19 @@ fn run_multi_thread(
         .worker_threads(threads)
         .enable_all()
         .build()?;
-    let rec = Arc::new(Mutex::new(Recorder::for_client(
-        plan.start,
-        plan.client.0,
-        plan.client.1,
-    )));
+    let rec = Arc::new(Mutex::new(plan.recorder()));
     let inflight = Inflight::default();
     let launch = {
         let rec = rec.clone();
         let inflight = inflight.clone();
         move |fut_shared: Arc<Shared>, scheduled: Instant, closed: bool| {
-            let guard = inflight.enter();
-            let rec = rec.clone();
-            tokio::spawn(async move {
-                if closed {
-                    slot_loop(&fut_shared, &rec).await;
-                } else {
-                    connection(&fut_shared, &rec, scheduled).await;
-                }
-                drop(guard);
-            });
+            tokio::spawn(conn_task(
+                fut_shared,
+                rec.clone(),
+                scheduled,
+                closed,
+                inflight.enter(),
+            ));
         }
     };
     let burst = rt.block_on(async {
@@ -583,10 +590,14 @@ async fn slot_loop<R: RecHandle>(shared: &Shared, rec: &R) {
         if shared.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let left = shared
-            .conns_left
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        if left.is_err() {
+        // A connection budget exists only without a deadline (`--num-conns`); with one the
+        // counter is a never-exhausted placeholder, so skip the shared CAS per connection.
+        if shared.deadline.is_none()
+            && shared
+                .conns_left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_err()
+        {
             break;
         }
         let ok = connection(shared, rec, Instant::now()).await;

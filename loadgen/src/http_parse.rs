@@ -279,11 +279,11 @@ impl ResponseParser {
                     .value
                     .rsplit(|&b| b == b',')
                     .next()
-                    .map(|last| trim(last).eq_ignore_ascii_case(b"chunked"))
+                    .map(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
                     .unwrap_or(false);
             } else if h.name.eq_ignore_ascii_case("connection") {
                 for token in h.value.split(|&b| b == b',') {
-                    let token = trim(token);
+                    let token = token.trim_ascii();
                     if token.eq_ignore_ascii_case(b"close") {
                         conn_close = true;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
@@ -335,7 +335,7 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, ParseError> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let digits = line.split(|&b| b == b';').next().unwrap_or(line);
-    let digits = trim(digits);
+    let digits = digits.trim_ascii();
     if digits.is_empty() {
         return Err(ParseError::BadChunk("empty chunk size"));
     }
@@ -356,7 +356,7 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, ParseError> {
 }
 
 fn parse_content_length(v: &[u8]) -> Result<u64, ParseError> {
-    let v = trim(v);
+    let v = v.trim_ascii();
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return Err(ParseError::BadContentLength);
     }
@@ -368,24 +368,6 @@ fn parse_content_length(v: &[u8]) -> Result<u64, ParseError> {
             .ok_or(ParseError::BadContentLength)?;
     }
     Ok(n)
-}
-
-fn trim(mut v: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = v {
-        if first.is_ascii_whitespace() {
-            v = rest;
-        } else {
-            break;
-        }
-    }
-    while let [rest @ .., last] = v {
-        if last.is_ascii_whitespace() {
-            v = rest;
-        } else {
-            break;
-        }
-    }
-    v
 }
 
 fn httparse_error_name(e: httparse::Error) -> &'static str {

@@ -157,40 +157,43 @@ impl Pacer {
         if Instant::now() >= due {
             return;
         }
-        let Some(timer) = self.timer.as_ref() else {
-            tokio::time::sleep_until(due.into()).await;
-            return;
+        let on_timerfd = match self.timer.as_ref() {
+            Some(timer) => wait_timerfd(timer, &mut self.backstop, due).await.is_ok(),
+            None => false,
         };
-        if timer.arm(due).is_err() {
+        if !on_timerfd {
+            // No timerfd, or it failed mid-wait: finish this wait on tokio's timer.
             tokio::time::sleep_until(due.into()).await;
-            return;
         }
-        self.backstop.as_mut().reset((due + BACKSTOP).into());
-        loop {
-            tokio::select! {
-                biased;
-                ready = timer.fd.readable() => {
-                    let Ok(mut guard) = ready else {
-                        // The reactor rejected the fd: finish this wait on tokio's timer.
-                        tokio::time::sleep_until(due.into()).await;
-                        return;
-                    };
-                    // The expiry count is never read: re-arming resets it, and readiness is
-                    // cleared here (a newer expiry keeps its own readiness event).
-                    guard.clear_ready();
-                    if Instant::now() >= due {
-                        return;
-                    }
-                    // Stale readiness from an earlier expiry: the timer for `due` is still
-                    // armed, but re-arm anyway so that no expiry can have slipped by.
-                    if timer.arm(due).is_err() {
-                        tokio::time::sleep_until(due.into()).await;
-                        return;
-                    }
+    }
+}
+
+/// Waits for `due` on the timerfd, with tokio's `backstop` sleep as a safety net against a
+/// missed wake-up. An error means the timerfd could not be used; the caller falls back.
+async fn wait_timerfd(
+    timer: &TimerFd,
+    backstop: &mut Pin<Box<tokio::time::Sleep>>,
+    due: Instant,
+) -> io::Result<()> {
+    timer.arm(due)?;
+    backstop.as_mut().reset((due + BACKSTOP).into());
+    loop {
+        tokio::select! {
+            biased;
+            ready = timer.fd.readable() => {
+                let mut guard = ready?;
+                // The expiry count is never read: re-arming resets it, and readiness is
+                // cleared here (a newer expiry keeps its own readiness event).
+                guard.clear_ready();
+                if Instant::now() >= due {
+                    return Ok(());
                 }
-                _ = &mut self.backstop => {
-                    return;
-                }
+                // Stale readiness from an earlier expiry: the timer for `due` is still
+                // armed, but re-arm anyway so that no expiry can have slipped by.
+                timer.arm(due)?;
+            }
+            _ = &mut *backstop => {
+                return Ok(());
             }
         }
     }
