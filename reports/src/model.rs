@@ -61,6 +61,10 @@ pub struct Reproduction {
     /// Every complete point, in the order measured.
     #[serde(default)]
     pub points: Vec<Point>,
+    /// The harness's notes on why results may differ from the paper (calibration, emulation,
+    /// kernel, ...), printed in REPORT.md's "Why this differs from the paper" section.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// What a reproduction run was asked to measure.
@@ -256,8 +260,8 @@ pub enum ModelError {
         /// What it declares ("" when it has no schema field).
         found: String,
     },
-    /// The file could not be written.
-    #[error("cannot write {}: {source}", path.display())]
+    /// The file could not be written (the I/O error's text names the file).
+    #[error("{source}")]
     Write {
         /// The file.
         path: PathBuf,
@@ -284,7 +288,13 @@ impl Reproduction {
             started_unix_ms,
             finished_unix_ms: None,
             points: Vec::new(),
+            notes: Vec::new(),
         }
+    }
+
+    /// The offered rates the spec asks for `config` (empty when it has none).
+    pub fn rates_of(&self, config: &str) -> &[f64] {
+        self.spec.rates.get(config).map_or(&[], |v| v.as_slice())
     }
 
     /// Parse `results.json` text; `path` is used in error messages only. The schema is checked
@@ -334,9 +344,12 @@ impl Reproduction {
             path: path.clone(),
             source,
         };
-        let bytes = self
-            .to_json_bytes()
-            .map_err(|e| write_err(std::io::Error::other(e)))?;
+        let bytes = self.to_json_bytes().map_err(|e| {
+            write_err(std::io::Error::other(format!(
+                "cannot encode {}: {e}",
+                path.display()
+            )))
+        })?;
         loadgen::json_out::write_bytes_atomic(&bytes, &path).map_err(write_err)?;
         Ok(path)
     }
