@@ -299,34 +299,6 @@ impl Reproduction {
         self.spec.rates.get(config).map_or(&[], |v| v.as_slice())
     }
 
-    /// The (configuration, offered rate, repetition) the spec asks for that have no point yet,
-    /// interleaved so that drift on a shared machine does not favour one configuration:
-    /// repetition by repetition, within it rate index by rate index, within that the
-    /// configurations in spec order. `--resume` measures exactly these.
-    pub fn missing_points(&self) -> Vec<(String, f64, u32)> {
-        let most_rates = self
-            .spec
-            .configs
-            .iter()
-            .map(|c| self.rates_of(c).len())
-            .max()
-            .unwrap_or(0);
-        let mut out = Vec::new();
-        for rep in 0..self.spec.repeat {
-            for i in 0..most_rates {
-                for c in &self.spec.configs {
-                    let Some(rate) = self.rates_of(c).get(i).copied() else {
-                        continue;
-                    };
-                    if !self.points.iter().any(|p| p.is(c, rate, rep)) {
-                        out.push((c.clone(), rate, rep));
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// Parse `results.json` text; `path` is used in error messages only. The schema is checked
     /// before the shape, so a file of another schema gets that message, not a field error.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Reproduction, ModelError> {
@@ -648,43 +620,6 @@ mod tests {
         assert_eq!(path, dir.path().join(RESULTS_FILE));
         assert_eq!(Reproduction::read(dir.path()).expect("read dir"), r);
         assert_eq!(Reproduction::read(&path).expect("read file"), r);
-    }
-
-    #[test]
-    fn missing_points_are_interleaved_and_skip_what_was_measured() {
-        let mut spec = spec();
-        spec.repeat = 2;
-        spec.rates
-            .insert("1lb-nat".into(), vec![100.0, 200.0, 300.0]);
-        let mut r = Reproduction::new(
-            "c".into(),
-            spec,
-            serde_json::Value::Null,
-            BTreeMap::new(),
-            0,
-        );
-        let mut p = point(Measured::default());
-        p.offered_rate = 100.0;
-        r.points.push(p);
-        let all = r.missing_points();
-        let missing: Vec<(&str, f64, u32)> = all
-            .iter()
-            .map(|(c, rate, rep)| (c.as_str(), *rate, *rep))
-            .collect();
-        assert_eq!(
-            missing,
-            vec![
-                ("1lb-bi-nat", 100.0, 0),
-                ("1lb-bi-nat", 200.0, 0),
-                ("1lb-nat", 200.0, 0),
-                ("1lb-nat", 300.0, 0),
-                ("1lb-bi-nat", 100.0, 1),
-                ("1lb-nat", 100.0, 1),
-                ("1lb-bi-nat", 200.0, 1),
-                ("1lb-nat", 200.0, 1),
-                ("1lb-nat", 300.0, 1),
-            ]
-        );
     }
 
     #[test]
