@@ -19,8 +19,11 @@
 //! - [`nsnet`]: TCP probes and HTTP `GET`s from inside a node's namespace.
 //! - [`experiment`]: one experiment point as data (servers, balancer
 //!   configs, loadgen arguments) and its tables and JSON record (pure).
-//! - [`run`]: `harness run` / `harness demo`: starts everything, runs the
-//!   clients, collects and writes results, always stops and tears down.
+//! - [`supervise`]: processes in nodes: spawn with a log, wait until ready,
+//!   wait for clients with a budget, stop all (TERM, then KILL).
+//! - [`run`]: `harness run` / `harness demo`, and the named phases of a
+//!   point every runner shares (testbed up/down, servers, balancers,
+//!   clients and their merged result, stats, the JSON record).
 //! - [`bench`]: `harness bench-balancer` as data: the four forwarding paths
 //!   (balancer, nftables DNAT, HAProxy, direct), the namespace commands that
 //!   switch between them, counter parsers, medians, table, JSON record.
@@ -42,6 +45,7 @@ pub mod run;
 pub mod signal;
 pub mod state;
 pub mod status;
+pub mod supervise;
 pub mod testbed;
 pub mod topology;
 
