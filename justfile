@@ -46,6 +46,20 @@ run *ARGS: build
 bench-balancer *ARGS: build
     ./target/release/harness bench-balancer {{ARGS}}
 
+# The paper's Table I matrix with rate sweeps: results.json, CSVs, Figures 4-7, REPORT.md (root).
+# ARGS: --quick, --configs LIST, --rates LIST, --repeat R, --duration D, --generator httperf, --out-dir DIR, --resume DIR.
+reproduce *ARGS: build
+    ./target/release/harness reproduce {{ARGS}}
+
+# Performance gate for CI: `reproduce --quick`, then `reports compare` against reports/baseline/ (root).
+# Exit 0: no regression beyond the threshold; 1: a regression; 2: bad input. ARGS go to `reports compare`.
+perf-gate *ARGS: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out="$(mktemp -d /tmp/perf-gate.XXXXXX)/quick"
+    ./target/release/harness reproduce --quick --out-dir "$out"
+    ./target/release/reports compare reports/baseline "$out" {{ARGS}}
+
 # Remove every namespace, link and cgroup of the testbed (also after a crash).
 down:
     cargo build --release -p harness

@@ -20,7 +20,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use loadgen::result::RunResult;
@@ -165,9 +165,22 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// When set, [`progress`] prints only warnings and failures (`reproduce`
+/// prints one line per point instead of every phase of every point).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Turns the per-phase progress lines off (warnings still print) or on.
+pub(crate) fn set_quiet_progress(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
 /// One progress line on stderr.
 pub fn progress(msg: impl AsRef<str>) {
-    let _ = writeln!(io::stderr(), "harness: {}", msg.as_ref());
+    let msg = msg.as_ref();
+    if QUIET.load(Ordering::Relaxed) && !msg.contains("warning") && !msg.contains("failed") {
+        return;
+    }
+    let _ = writeln!(io::stderr(), "harness: {msg}");
 }
 
 fn tool_version(bin: &Path) -> Option<String> {
