@@ -8,7 +8,8 @@
 //!
 //! Text: plotters' `ttf` feature would look up system fonts (absent on a bare machine), so the
 //! crate uses its `ab_glyph` feature with DejaVu Sans compiled into the binary (the `dejavu`
-//! crate), registered once as "sans-serif" before anything is drawn. The SVGs carry `<text>`
+//! crate), registered once as "sans-serif" before anything is drawn; the PNGs' glyphs are placed
+//! by [`crate::glyphs`] (plotters 0.3.7 drops their side bearings). The SVGs carry `<text>`
 //! elements (font-family sans-serif); the font only sizes their layout.
 //!
 //! [`figure_data`] is the pure part (which series, which numbers, which labels);
@@ -21,6 +22,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor;
 
+use crate::glyphs::GlyphFix;
 use crate::stats::{of_config, RateStats};
 
 /// Width of every figure, pixels.
@@ -199,14 +201,8 @@ pub enum FigureError {
 fn ensure_font() -> Result<(), FigureError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = REGISTERED.get_or_init(|| {
-        let normal = plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            dejavu::sans::regular(),
-        );
-        let bold =
-            plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
-        normal.is_ok() && bold.is_ok()
+        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+            .is_ok()
     });
     if *ok {
         Ok(())
@@ -351,7 +347,10 @@ pub fn png(data: &FigureData) -> Result<Vec<u8>, FigureError> {
     ensure_font()?;
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
+        let bitmap = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT));
+        let root = GlyphFix::new(bitmap)
+            .ok_or(FigureError::Font)?
+            .into_drawing_area();
         draw(&root, data)?;
     }
     let perr = |e: png::EncodingError| FigureError::Png {

@@ -8,6 +8,7 @@
 //! - [`gains`]: the paper's claims measured the same way (bi-active vs plain NAT).
 //! - [`csv`]: `points.csv` and `summary.csv`.
 //! - [`figures`]: Figures 4-7 as SVG and PNG (embedded font, no system font needed).
+//! - [`glyphs`]: correct glyph placement for the PNG figures' text.
 //! - [`report`]: the Markdown report, `REPORT.md`.
 //! - [`render`]: writes all of the above into a result directory, atomically (I/O).
 //! - [`compare`]: the noise-aware regression rule of `reports compare`.
@@ -17,6 +18,7 @@ pub mod compare;
 pub mod csv;
 pub mod figures;
 pub mod gains;
+pub mod glyphs;
 pub mod model;
 pub mod render;
 pub mod report;

@@ -1,6 +1,7 @@
 //! UTC dates for reports (no time-zone database, no extra dependency).
 
 /// Gregorian (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
+/// (`harness::experiment` has a private copy that can use this once harness depends on us.)
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);

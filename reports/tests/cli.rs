@@ -154,6 +154,10 @@ fn render_writes_every_file() {
         md.contains("| 1lb-bi-nat vs 1lb-nat | +21.6 % | +26.8 % (at 2800 req/s) |"),
         "{md}"
     );
+    assert!(
+        md.contains("past it (4 rates) the gain ranges from +23.4 % to +26.8 %"),
+        "{md}"
+    );
     // No temp file left behind.
     for e in fs::read_dir(dir.path()).expect("list") {
         let name = e.expect("entry").file_name();
