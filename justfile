@@ -50,19 +50,26 @@ run *ARGS: deps build
 bench-balancer *ARGS: deps build
     ./target/release/harness bench-balancer {{ARGS}}
 
-# The paper's Table I matrix with rate sweeps: results.json, CSVs, Figures 4-7, REPORT.md (root).
-# ARGS: --quick, --configs LIST, --rates LIST, --repeat R, --duration D, --generator httperf, --out-dir DIR, --resume DIR.
-reproduce *ARGS: build
+# The paper's Table I matrix with rate sweeps, Figures 4-7, REPORT.md (root). ARGS: --quick, --configs, --rates, --repeat, --duration, --generator, --out-dir, --resume.
+reproduce *ARGS: deps build
     ./target/release/harness reproduce {{ARGS}}
 
-# Performance gate for CI: `reproduce --quick`, then `reports compare` against reports/baseline/ (root).
-# Exit 0: no regression beyond the threshold; 1: a regression; 2: bad input. ARGS go to `reports compare`.
-perf-gate *ARGS: build
+# CI performance gate: `reproduce --quick`, then `reports compare` with reports/baseline/ (root). Exit 0 ok, 1 regression, 2 bad input.
+perf-gate *ARGS: deps build
     #!/usr/bin/env bash
     set -euo pipefail
     out="$(mktemp -d /tmp/perf-gate.XXXXXX)/quick"
     ./target/release/harness reproduce --quick --out-dir "$out"
     ./target/release/reports compare reports/baseline "$out" {{ARGS}}
+
+# Refresh the perf gate's baseline (reports/baseline/) on this machine: `reproduce --quick`, committed slim (root).
+perf-baseline: deps build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out="$(mktemp -d /tmp/perf-baseline.XXXXXX)/quick"
+    ./target/release/harness reproduce --quick --out-dir "$out"
+    rm -rf reports/baseline
+    scripts/slim-results "$out" reports/baseline
 
 # Remove every namespace, link and cgroup of the testbed (also after a crash).
 down:

@@ -23,9 +23,9 @@ use reports::model::{BalancerSnapshot, Measured, Point, Reproduction, ServedBy, 
 use crate::experiment::{fmt_num, run_dir_name, RunSpec, Served, Stop, SERVICE_PORT};
 use crate::profile::Profile;
 use crate::run::{
-    collect_balancer_stats, collect_served, make_run_dir, progress, run_clients, run_loadgens,
-    set_quiet_progress, start_balancers, start_servers, unix_ms, versions, with_testbed, Binaries,
-    ClientJob, RunError, Site, TestbedUse,
+    collect_balancer_stats, collect_served, make_run_dir, notice, progress, run_clients,
+    run_loadgens, set_quiet_progress, start_balancers, start_servers, unix_ms, versions,
+    with_testbed, Binaries, ClientJob, RunError, Site, TestbedUse,
 };
 use crate::signal;
 use crate::supervise::{check_interrupt, Procs};
@@ -518,7 +518,7 @@ impl Progress {
                     self.guess_s,
                 );
                 // Not through `progress`: that is quiet during the sweep.
-                eprintln!("harness: {line}; ETA {eta:.0} s");
+                notice(format!("{line}; ETA {eta:.0} s"));
             }
         }
     }
@@ -570,8 +570,10 @@ pub fn run(p: Prepared, opts: &ReproduceOptions) -> Result<Reproduction, Reprodu
     bar.finish();
     set_quiet_progress(false);
     result?;
-    repro.finished_unix_ms = Some(unix_ms());
-    save(&repro, &dir)?;
+    if repro.finished_unix_ms.is_none() || !todo.is_empty() {
+        repro.finished_unix_ms = Some(unix_ms());
+        save(&repro, &dir)?;
+    }
     progress(format!(
         "done: {} points; report {}",
         repro.points.len(),
@@ -610,7 +612,7 @@ fn measure_all(
         // `down` restored the default handlers: catch again before saving.
         signal::catch_interrupts();
         let point = point.inspect_err(|_| {
-            progress(format!(
+            notice(format!(
                 "point {} {} req/s rep {} failed; {} complete point(s) kept in {}",
                 key.config,
                 fmt_num(key.rate),

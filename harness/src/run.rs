@@ -174,13 +174,18 @@ pub(crate) fn set_quiet_progress(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
+/// One line on stderr, also when progress is quiet.
+pub fn notice(msg: impl AsRef<str>) {
+    let _ = writeln!(io::stderr(), "harness: {}", msg.as_ref());
+}
+
 /// One progress line on stderr.
 pub fn progress(msg: impl AsRef<str>) {
     let msg = msg.as_ref();
     if QUIET.load(Ordering::Relaxed) && !msg.contains("warning") && !msg.contains("failed") {
         return;
     }
-    let _ = writeln!(io::stderr(), "harness: {msg}");
+    notice(msg);
 }
 
 fn tool_version(bin: &Path) -> Option<String> {
@@ -287,6 +292,7 @@ pub(crate) fn with_testbed<T>(
     } else {
         // `down` ignores interrupts while it works, then restores defaults.
         match testbed::down(u.state_dir, u.verbose) {
+            Ok(_) if result.is_err() => notice("testbed torn down"),
             Ok(_) => progress("testbed torn down"),
             Err(e) if result.is_ok() => return Err(e.into()),
             Err(e) => progress(format!("teardown after the failure also failed: {e}")),
