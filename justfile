@@ -54,13 +54,13 @@ bench-balancer *ARGS: deps build
 reproduce *ARGS: deps build
     ./target/release/harness reproduce {{ARGS}}
 
-# CI performance gate: `reproduce --quick`, then `reports compare` with reports/baseline/ (root). Exit 0 ok, 1 regression, 2 bad input.
+# CI performance gate: `reproduce --quick`, then `reports compare` with reports/baseline/ (default --error-floor 5; root). Exit 0 ok, 1 regression, 2 bad input.
 perf-gate *ARGS: deps build
     #!/usr/bin/env bash
     set -euo pipefail
     out="$(mktemp -d /tmp/perf-gate.XXXXXX)/quick"
     ./target/release/harness reproduce --quick --out-dir "$out"
-    ./target/release/reports compare reports/baseline "$out" {{ARGS}}
+    ./target/release/reports compare reports/baseline "$out" {{ if ARGS == "" { "--error-floor 5" } else { ARGS } }}
 
 # Refresh the perf gate's baseline (reports/baseline/) on this machine: `reproduce --quick`, committed slim (root).
 perf-baseline: deps build
