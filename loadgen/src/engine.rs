@@ -56,7 +56,7 @@
 //! client that gave up, and neither side keeps FIN_WAIT/TIME_WAIT sockets for it. Both facts
 //! that make the generator, not the server, the limit are counted and printed as warnings
 //! ([`crate::result::RunResult::generator_warnings`]): arrivals refused by the cap, and
-//! connections the generator started more than 1 ms late (a CPU-bound generator).
+//! connections the generator started more than 10 ms late (a CPU-bound or descheduled generator).
 //!
 //! Measured with `python3 scripts/bench.py --only overload --repeat 3` (medians of 3 alternating
 //! runs; capacity = wrk -c64 close-per-request, 16 359 req/s in that run; reply rate is

@@ -117,10 +117,13 @@ pub struct RunFacts {
     pub started_unix_ms: u64,
 }
 
-/// An open-loop connection that starts more than this after its scheduled instant (1 ms) was
-/// held back by the generator itself (CPU, scheduling), not by the server: counted in
-/// `Counts::starts_late` and reported as a warning when it is not rare.
-pub const LATE_START_NS: u64 = 1_000_000;
+/// An open-loop connection that starts more than this after its scheduled instant (10 ms) was
+/// held back by the generator itself (its CPU, or the scheduler giving that CPU to others), not
+/// by the server: counted in `Counts::starts_late` and reported as a warning when it is not
+/// rare. 1 ms flagged most points of a reproduction on a shared 2-core host, where a client
+/// namespace waits a few ms for a core behind the servers and balancers: jitter that moves
+/// latencies, not rates.
+pub const LATE_START_NS: u64 = 10_000_000;
 
 /// Longest run the per-second series and the reply-rate windows cover (7 days); events later
 /// than this are still counted in every total, and land in the last series bucket.
@@ -852,7 +855,7 @@ mod tests {
         let w = &res.summary.generator_warnings;
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
-            w[0].starts_with("12 connections (3.0 %) started more than 1 ms"),
+            w[0].starts_with("12 connections (3.0 %) started more than 10 ms"),
             "{w:?}"
         );
         assert!(w[0].contains("worst 25.0 ms"), "{w:?}");

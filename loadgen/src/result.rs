@@ -56,7 +56,7 @@ pub struct Counts {
     /// an attempted connection and an `fd-unavail` error); 0 in older files.
     #[serde(default)]
     pub conns_capped: u64,
-    /// Open-loop connections the generator started more than 1 ms after their scheduled instant
+    /// Open-loop connections the generator started more than 10 ms after their scheduled instant
     /// ([`crate::record::LATE_START_NS`]); 0 in older files.
     #[serde(default)]
     pub starts_late: u64,
@@ -860,9 +860,9 @@ impl RunResult {
         if late >= 10 && late as f64 > 0.01 * started {
             out.push(format!(
                 "{late} connections ({:.1} %) started more than {} ms after their scheduled \
-                 instant (worst {:.1} ms): the generator itself fell behind the schedule, so the \
-                 offered rate was not fully offered; use more --threads or client processes, or \
-                 a lower rate.",
+                 instant (worst {:.1} ms): the generator itself was held back (its CPU, or the \
+                 scheduler), so load arrived later and burstier than scheduled and latencies \
+                 include the delay; use more --threads or client processes, or a lower rate.",
                 late as f64 * 100.0 / started,
                 crate::record::LATE_START_NS / 1_000_000,
                 self.moments.start_lateness.max_ns as f64 / 1e6

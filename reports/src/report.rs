@@ -302,6 +302,9 @@ fn per_config(stats: &[RateStats]) -> String {
     s
 }
 
+/// Points with a load-generator warning listed by name in `REPORT.md`; the rest are counted.
+const MAX_LISTED: usize = 12;
+
 /// Facts from the numbers and the harness's notes.
 fn why_different(r: &Reproduction, stats: &[RateStats]) -> String {
     let mut s = String::from(
@@ -315,10 +318,21 @@ fn why_different(r: &Reproduction, stats: &[RateStats]) -> String {
         .points
         .iter()
         .filter_map(|p| {
-            p.measured
-                .generator_limited
-                .as_ref()
-                .map(|why| format!("{}@{} rep {} ({why})", p.config, p.offered_rate, p.rep))
+            p.measured.generator_limited.as_ref().map(|why| {
+                // The facts only: each warning's first clause (the advice is in the file).
+                let facts: Vec<&str> = why
+                    .split(". ")
+                    .filter_map(|w| w.split([':', ';']).next())
+                    .filter(|w| w.contains("connections"))
+                    .collect();
+                format!(
+                    "{}@{} rep {}: {}",
+                    p.config,
+                    p.offered_rate,
+                    p.rep,
+                    facts.join("; ")
+                )
+            })
         })
         .collect();
     if limited.is_empty() {
@@ -326,10 +340,18 @@ fn why_different(r: &Reproduction, stats: &[RateStats]) -> String {
     } else {
         let _ = writeln!(
             s,
-            "- {} point(s) were limited by the load generator, not the system under test: {}.",
+            "- {} of {} point(s) carry a load-generator warning (the generator, not the system \
+             under test, may have shaped them; full text in `results.json`, \
+             `measured.generator_limited`):",
             limited.len(),
-            limited.join("; ")
+            r.points.len()
         );
+        for l in limited.iter().take(MAX_LISTED) {
+            let _ = writeln!(s, "  - {l}");
+        }
+        if limited.len() > MAX_LISTED {
+            let _ = writeln!(s, "  - ... and {} more", limited.len() - MAX_LISTED);
+        }
     }
     let few = r
         .points
