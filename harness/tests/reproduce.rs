@@ -182,6 +182,8 @@ fn reproduce_end_to_end() {
         "60,120",
         "--duration",
         "2s",
+        "--repeat",
+        "1",
         "--bin-dir",
         bins,
         "--out-dir",
