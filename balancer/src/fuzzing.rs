@@ -21,7 +21,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use crate::config::{Cluster, Config, Forwarding, LocalServer, RealServer};
+use crate::config::{Cluster, Config, Forwarding, KeySource, LocalServer, RealServer};
 use crate::conntrack::{ConnKey, Timeouts};
 use crate::engine::{Action, Balancer, Interfaces};
 use crate::ownership::Member;
@@ -71,7 +71,10 @@ pub fn config(forwarding: Forwarding, scheduler: SchedulerKind) -> Config {
         cluster: Cluster {
             node_id: 1,
             members: vec![Member { id: 1, weight: 2 }, Member { id: 2, weight: 1 }],
+            key: Some(KeySource::Inline("fuzzing-cluster-key".into())),
+            heartbeat: Default::default(),
         },
+        health: Default::default(),
     }
 }
 
