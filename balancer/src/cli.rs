@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use balancer::config::{
-    CheckKind, Config, Forwarding, KeySource, LocalServer, RealServer, MAX_WEIGHT,
+    CheckKind, Config, Forwarding, KeySource, LocalServer, RealServer, MAX_WEIGHT, MIN_KEY_LEN,
 };
 use balancer::ownership::{Member, MAX_MEMBER_WEIGHT};
 use balancer::sched::SchedulerKind;
@@ -382,12 +382,53 @@ pub enum BuildError {
         /// Field-level error.
         source: balancer::config::ConfigError,
     },
+    /// The cluster key file could not be read.
+    #[error("cannot read cluster key file {path}: {source}")]
+    KeyFile {
+        /// The path given.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The cluster key file holds too few bytes.
+    #[error("cluster key file {path}: expected at least {MIN_KEY_LEN} bytes (trailing whitespace ignored), got {len}")]
+    ShortKey {
+        /// The path given.
+        path: String,
+        /// Bytes found.
+        len: usize,
+    },
     /// A required setting is in neither flags nor file.
     #[error("missing {0} (give it as a flag or in --config FILE)")]
     Missing(&'static str),
     /// The combination breaks a rule of the configuration.
     #[error("invalid settings (flags override the file; names are the file's fields): {0}")]
     Invalid(#[from] balancer::config::ConfigError),
+}
+
+/// The cluster key's bytes: inline, or the key file's content with
+/// trailing whitespace trimmed (at least `MIN_KEY_LEN` bytes). `None`
+/// without a key (then the configuration has no peers).
+pub fn load_key(c: &Config) -> Result<Option<Vec<u8>>, BuildError> {
+    let bytes = match &c.cluster.key {
+        None => return Ok(None),
+        Some(KeySource::Inline(k)) => k.as_bytes().to_vec(),
+        Some(KeySource::File(p)) => {
+            let path = p.display().to_string();
+            let mut b = std::fs::read(p).map_err(|source| BuildError::KeyFile {
+                path: path.clone(),
+                source,
+            })?;
+            while b.last().is_some_and(u8::is_ascii_whitespace) {
+                b.pop();
+            }
+            if b.len() < MIN_KEY_LEN {
+                return Err(BuildError::ShortKey { path, len: b.len() });
+            }
+            b
+        }
+    };
+    Ok(Some(bytes))
 }
 
 /// Builds the configuration: the file (if any), then each flag on top, then validation.

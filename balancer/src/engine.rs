@@ -223,6 +223,11 @@ impl Balancer {
         Ok(())
     }
 
+    /// This balancer's cluster id.
+    pub fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
     /// The current ownership table.
     pub fn ownership(&self) -> &Ownership {
         &self.ownership

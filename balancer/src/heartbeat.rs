@@ -47,7 +47,9 @@ pub const MAX_LEN: usize = HEADER_LEN + 4 * MAX_MEMBERS + TAG_LEN;
 type HmacSha256 = Hmac<Sha256>;
 
 /// What the sender is doing, as announced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Started or restarted: learning the cluster, claiming nothing.

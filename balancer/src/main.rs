@@ -34,6 +34,13 @@ fn run(a: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cluster_key = match cli::load_key(&cfg) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("balancer: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = RunOptions {
         port: PortOptions {
             io: a.io,
@@ -46,6 +53,7 @@ fn run(a: &RunArgs) -> ExitCode {
         tun: a.tun.clone(),
         control: a.control,
         batch: a.batch as usize,
+        cluster_key,
     };
     match runner::run(cfg, opts) {
         Ok(()) => ExitCode::SUCCESS,

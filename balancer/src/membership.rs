@@ -69,7 +69,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::heartbeat::{Heartbeat, Key, Reject, State};
 use crate::ownership::Member;
@@ -106,7 +106,7 @@ struct Peer {
 }
 
 /// Why the view changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     /// A peer was not heard for `dead_after` intervals.
@@ -122,7 +122,7 @@ pub enum Cause {
 }
 
 /// One change of the view, for `/membership` and failover measurements.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// Our wall clock (unix ms) when it happened.
     pub at_unix_ms: u64,
@@ -135,18 +135,18 @@ pub struct Change {
 }
 
 /// Counters of the heartbeat layer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatCounters {
     /// Datagrams produced for sending.
     pub sent: u64,
     /// Heartbeats accepted.
     pub accepted: u64,
     /// Refused datagrams by reason (`malformed`, `forged`, `foreign`, `replayed`, `own_id`).
-    pub rejected: BTreeMap<&'static str, u64>,
+    pub rejected: BTreeMap<String, u64>,
 }
 
 /// A member as `/membership` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStatus {
     /// Member id.
     pub id: u32,
@@ -160,6 +160,33 @@ pub struct MemberStatus {
     pub epoch: Option<u64>,
     /// Whether our view counts it (it owns buckets here).
     pub in_view: bool,
+}
+
+/// `GET /membership`: this node's view of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipDoc {
+    /// Our id.
+    pub node_id: u32,
+    /// Our announced state.
+    pub state: State,
+    /// Our epoch (start time, unix ms).
+    pub epoch: u64,
+    /// Ids counted as claiming (ownership is computed from them).
+    pub view: Vec<u32>,
+    /// Buckets this node owns.
+    pub owned_buckets: usize,
+    /// Withdrawn on purpose (drained, or no healthy target).
+    pub withdrawn: bool,
+    /// Heartbeat interval, ms.
+    pub interval_ms: u64,
+    /// Intervals before a silent peer is dead.
+    pub dead_after: u32,
+    /// Every configured member.
+    pub members: Vec<MemberStatus>,
+    /// Heartbeat counters.
+    pub counters: HeartbeatCounters,
+    /// Recent view changes, oldest first.
+    pub changes: Vec<Change>,
 }
 
 /// The membership state machine of one balancer. Owned by the packet thread.
@@ -197,7 +224,7 @@ impl Node {
     ) -> Self {
         let mut counters = HeartbeatCounters::default();
         for r in Reject::ALL {
-            counters.rejected.insert(r.name(), 0);
+            counters.rejected.insert(r.name().to_string(), 0);
         }
         Node {
             me,
@@ -278,6 +305,23 @@ impl Node {
             .collect()
     }
 
+    /// The `/membership` document (`owned_buckets` from the engine).
+    pub fn doc(&self, now: Duration, owned_buckets: usize) -> MembershipDoc {
+        MembershipDoc {
+            node_id: self.me,
+            state: self.state,
+            epoch: self.epoch,
+            view: self.view.iter().copied().collect(),
+            owned_buckets,
+            withdrawn: self.withdraw,
+            interval_ms: self.timing.interval.as_millis() as u64,
+            dead_after: self.timing.dead_after,
+            members: self.status(now),
+            counters: self.counters.clone(),
+            changes: self.history.iter().cloned().collect(),
+        }
+    }
+
     /// Whether we want to be out of ownership (no healthy target, or
     /// drained). Takes effect at the next [`Node::tick`].
     pub fn set_withdrawn(&mut self, withdraw: bool) {
@@ -301,7 +345,13 @@ impl Node {
         let r = self.accept(now, wall_ms, bytes);
         match r {
             Ok(()) => self.counters.accepted += 1,
-            Err(e) => *self.counters.rejected.entry(e.name()).or_insert(0) += 1,
+            Err(e) => {
+                *self
+                    .counters
+                    .rejected
+                    .entry(e.name().to_string())
+                    .or_insert(0) += 1
+            }
         }
         r
     }

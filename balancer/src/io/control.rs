@@ -31,6 +31,8 @@ pub enum Route {
     Stats,
     /// `HEAD /stats`.
     StatsHead,
+    /// `GET /membership`: the membership part of the document.
+    Membership,
     /// A path we do not serve.
     NotFound,
     /// Another method on /stats.
@@ -60,6 +62,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Route>, u16> {
     let path = target.split('?').next().unwrap_or_default();
     Ok(Some(match (method, path) {
         ("GET", "/stats") => Route::Stats,
+        ("GET", "/membership") => Route::Membership,
         ("HEAD", "/stats") => Route::StatsHead,
         (_, "/stats") => Route::MethodNotAllowed,
         _ => Route::NotFound,
@@ -125,7 +128,7 @@ pub fn spawn(
 fn handle(
     mut s: TcpStream,
     requests: &Sender<DocRequest>,
-    mut wake: &std::fs::File,
+    wake: &std::fs::File,
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -154,22 +157,47 @@ fn handle(
     let reply = match route {
         Ok(Route::Stats) | Ok(Route::StatsHead) => {
             let head_only = route == Ok(Route::StatsHead);
-            let (tx, rx) = mpsc::sync_channel(1);
-            let doc = requests.send(tx).ok().and_then(|_| {
-                let _ = wake.write(&[1]);
-                rx.recv_timeout(Duration::from_secs(1)).ok()
-            });
-            match doc {
+            match fetch_doc(requests, wake) {
                 Some(d) => response(200, "application/json", &(d.to_json() + "\n"), head_only),
                 None => response(503, "text/plain", "packet loop not answering\n", head_only),
             }
         }
-        Ok(Route::NotFound) => response(404, "text/plain", "not found (try GET /stats)\n", false),
+        Ok(Route::Membership) => match fetch_doc(requests, wake) {
+            Some(StatusDoc {
+                membership: Some(m),
+                ..
+            }) => {
+                let body = serde_json::to_string_pretty(&m).unwrap_or_default() + "\n";
+                response(200, "application/json", &body, false)
+            }
+            Some(_) => response(
+                404,
+                "text/plain",
+                "no membership: this balancer has no peers configured\n",
+                false,
+            ),
+            None => response(503, "text/plain", "packet loop not answering\n", false),
+        },
+        Ok(Route::NotFound) => response(
+            404,
+            "text/plain",
+            "not found (try GET /stats or GET /membership)\n",
+            false,
+        ),
         Ok(Route::MethodNotAllowed) => response(405, "text/plain", "only GET and HEAD\n", false),
         Err(code) => response(code, "text/plain", &format!("{}\n", reason(code)), false),
     };
     s.write_all(&reply)?;
     s.flush()
+}
+
+/// Asks the packet thread for a document (bounded wait).
+fn fetch_doc(requests: &Sender<DocRequest>, mut wake: &std::fs::File) -> Option<StatusDoc> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    requests.send(tx).ok().and_then(|_| {
+        let _ = wake.write(&[1]);
+        rx.recv_timeout(Duration::from_secs(1)).ok()
+    })
 }
 
 /// Answers every pending document request (called by the packet thread).
@@ -332,6 +360,7 @@ mod tests {
                     pid: 7,
                     ..Default::default()
                 },
+                membership: None,
             });
         });
         let body = fetch(addr, "/stats", Duration::from_secs(2)).unwrap();

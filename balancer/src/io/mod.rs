@@ -7,11 +7,13 @@
 //!   retry/drop policy for a partial batched send.
 //! * [`arp`]: real-server MAC resolution state (pure).
 //! * [`control`]: the `GET /stats` HTTP endpoint and its client.
+//! * [`heartbeat`]: the heartbeat multicast socket on `front`.
 //! * [`runner`]: the packet loop (one thread, poll(2)).
 
 pub mod arp;
 pub mod batch;
 pub mod control;
+pub mod heartbeat;
 pub mod packet;
 pub mod runner;
 pub mod sys;
