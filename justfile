@@ -4,12 +4,16 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
+# Install the Debian packages the tests and experiments need (scripts/packages.txt; as root), or name them.
+deps:
+    scripts/deps
+
 # Build every binary in release mode (what benchmarks and experiments use).
 build:
     cargo build --release --workspace
 
 # Run every test (unit, property, black-box, namespace: root); builds the binaries the black-box tests run.
-test:
+test: deps
     cargo build --workspace --bins
     cargo test --workspace --all-targets
 
@@ -23,7 +27,7 @@ fmt:
     cargo fmt --all
 
 # Side-by-side benchmark against httperf, wrk and nginx (ratios of medians). ARGS: --quick, --repeat N.
-bench *ARGS: build
+bench *ARGS: deps build
     python3 scripts/bench.py {{ARGS}}
 
 # Start a realserver on 127.0.0.1:8080 (paper page). ARGS are passed on, e.g. `just serve --threads 2`.
@@ -35,15 +39,15 @@ load *ARGS: build
     ./target/release/loadgen {{ARGS}}
 
 # Bi-active on vs off at one point (1lb-1rs, paper profile), side by side; tears down. Needs root.
-demo *ARGS: build
+demo *ARGS: deps build
     ./target/release/harness demo {{ARGS}}
 
 # One experiment point, e.g. `just run --topology 2lb-2rs --profile paper --bi-active off --rate 1200 --duration 10s`.
-run *ARGS: build
+run *ARGS: deps build
     ./target/release/harness run {{ARGS}}
 
 # Balancer vs nftables DNAT vs HAProxy vs direct, in the testbed (ratios of medians). Needs root.
-bench-balancer *ARGS: build
+bench-balancer *ARGS: deps build
     ./target/release/harness bench-balancer {{ARGS}}
 
 # Remove every namespace, link and cgroup of the testbed (also after a crash).

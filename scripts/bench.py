@@ -7,8 +7,11 @@ measurement is repeated (--repeat, alternating the tools) and the median is
 used. The server is pinned to CPU 0 and the load generator to CPU 1, so each
 side has a core of its own on a two-core machine.
 
-What it prints (the targets come from issue 2):
+What it prints (the targets come from issues 2 and 8):
   * loadgen / httperf, maximum connection-per-request reply rate   (>= 2.5)
+  * overload, httperf and loadgen at 1/2, 1 and 3 times the server's capacity (wrk's
+    close-per-request rate): loadgen / httperf reply rate at 1x and 3x (>= 0.95 each),
+    loadgen at 3x / at 1x (>= 0.85, no collapse), httperf / loadgen CPU per reply at 1/2 (>= 1)
   * loadgen / wrk, keep-alive closed loop, same connection count    (>= 1.0)
   * open-loop accuracy: achieved request rate vs target at 5k, 20k  (within 1 %)
   * realserver / nginx, keep-alive and connection-per-request (wrk) (>= 1.0 each)
@@ -155,6 +158,10 @@ HTTPERF_TOTAL = re.compile(
     r"^Total: connections (\d+) requests (\d+) replies (\d+) test-duration ([\d.]+) s", re.M)
 HTTPERF_REQ_RATE = re.compile(r"^Request rate: ([\d.]+) req/s", re.M)
 HTTPERF_ERRORS = re.compile(r"^Errors: total (\d+)", re.M)
+HTTPERF_CPU = re.compile(r"^CPU time \[s\]: user ([\d.]+) system ([\d.]+)", re.M)
+HTTPERF_REPLY_RATE = re.compile(
+    r"^Reply rate \[replies/s\]: min [\d.]+ avg ([\d.]+) max [\d.]+ stddev [\d.]+ \((\d+) samples\)",
+    re.M)
 
 
 def parse_httperf(text, who):
@@ -166,15 +173,62 @@ def parse_httperf(text, who):
         raise RuntimeError(f"{who}: output is not in httperf's summary layout:\n{text[-1500:]}")
     conns, reqs, replies, duration = (int(total.group(1)), int(total.group(2)),
                                       int(total.group(3)), float(total.group(4)))
+    cpu = HTTPERF_CPU.search(text)
+    sampled = HTTPERF_REPLY_RATE.search(text)
     return {
         "connections": conns,
         "requests": reqs,
         "replies": replies,
         "duration_s": duration,
         "reply_rate": replies / duration if duration > 0 else 0.0,
+        # httperf's own figure (5-s samples), the one the paper plots; None without a sample.
+        "sampled_reply_rate": (float(sampled.group(1))
+                               if sampled and int(sampled.group(2)) > 0 else None),
         "request_rate": float(rate.group(1)),
         "errors": int(errors.group(1)),
+        "cpu_s": float(cpu.group(1)) + float(cpu.group(2)) if cpu else None,
     }
+
+
+def overload(port, repeat, seconds):
+    """Connection per request at half, one and three times the server's capacity, httperf and
+    loadgen alternating, both with their defaults (issue 8's table). Capacity is wrk's
+    close-per-request rate in the same invocation. Returns the checks' inputs."""
+    caps = []
+    for _ in range(repeat):
+        flush_time_wait()
+        caps.append(wrk(port, 64, seconds, close=True))
+    capacity = statistics.median(caps)
+    log(f"    server capacity (wrk -c64, Connection: close): {capacity:.0f} req/s {caps}")
+    points = {"half": round(capacity / 2), "capacity": round(capacity), "3x": round(3 * capacity)}
+    runs = {(tool, name): [] for tool in ("httperf", "loadgen") for name in points}
+    for _ in range(repeat):
+        for name, rate in points.items():
+            for tool in ("httperf", "loadgen"):
+                flush_time_wait()
+                try:
+                    p = conn_per_request(tool, port, rate, seconds)
+                except Overrun as e:
+                    log(f"    {tool:8s} {name:8s} {rate:6d}/s: overran ({e})")
+                    p = {"reply_rate": 0.0, "sampled_reply_rate": 0.0, "errors": None,
+                         "cpu_s": None, "replies": 0, "connections": 0, "overrun": True}
+                rr = p["sampled_reply_rate"] if p.get("sampled_reply_rate") is not None \
+                    else p["reply_rate"]
+                p["figure"] = rr
+                runs[(tool, name)].append(p)
+                cpu = p.get("cpu_s")
+                per = (f"{cpu / p['replies'] * 1e6:6.1f} us/reply" if cpu and p["replies"]
+                       else "   n/a")
+                log(f"    {tool:8s} {name:8s} {rate:6d}/s: reply rate {rr:8.0f}, errors "
+                    f"{p['errors']}, CPU {cpu} s ({per})")
+    med = {k: statistics.median(x["figure"] for x in v) for k, v in runs.items()}
+
+    def cpu_per_reply(tool):
+        vals = [x["cpu_s"] / x["replies"] for x in runs[(tool, "half")]
+                if x.get("cpu_s") and x["replies"]]
+        return statistics.median(vals) if vals else float("nan")
+
+    return capacity, points, runs, med, cpu_per_reply("httperf"), cpu_per_reply("loadgen")
 
 
 def conn_per_request(tool, port, rate, seconds):
@@ -281,6 +335,9 @@ def write_atomic(path, data):
     os.replace(tmp, path)
 
 
+SECTIONS = ("sweep", "overload", "keepalive", "accuracy", "realserver", "rss")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (median used)")
@@ -289,7 +346,13 @@ def main():
                     help="one repeat, short runs, no 30 s RSS run (a smoke test, not a result)")
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "bench.json"),
                     help="where to write the JSON result (atomically)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    if not only <= set(SECTIONS):
+        sys.exit(f"bench: unknown --only section(s) {sorted(only - set(SECTIONS))}; "
+                 f"expected some of {','.join(SECTIONS)}")
     if args.quick:
         args.repeat, args.seconds = 1, 2
     for tool in ("nginx", "httperf", "wrk", "taskset", "ss"):
@@ -321,54 +384,79 @@ def main():
         if args.quick:
             rates = [2000, 5000, 10000]
 
-        log("1/5 maximum connection-per-request reply rate against nginx (sweep)")
-        best = {"httperf": [], "loadgen": []}
-        for _ in range(args.repeat):
-            for tool in ("httperf", "loadgen"):
-                b, _points = max_conn_rate(tool, nginx.port, rates, args.seconds)
-                best[tool].append(b)
-        h, l = statistics.median(best["httperf"]), statistics.median(best["loadgen"])
-        add_check(result, "loadgen / httperf, max conn-per-request reply rate",
-                  ratio(l, h), ">=", 2.5, {"loadgen": best["loadgen"], "httperf": best["httperf"]})
-
-        log("2/5 keep-alive closed loop, 64 connections, against nginx")
-        kw = {"wrk": [], "loadgen": []}
-        for _ in range(args.repeat):
-            kw["wrk"].append(wrk(nginx.port, 64, args.seconds, close=False))
-            kw["loadgen"].append(loadgen_closed_loop(nginx.port, 64, args.seconds))
-        add_check(result, "loadgen / wrk, keep-alive req/s (64 conns)",
-                  ratio(statistics.median(kw["loadgen"]), statistics.median(kw["wrk"])),
-                  ">=", 1.0, kw)
-
-        log("3/5 open-loop rate accuracy")
-        for target in (5000, 20000):
-            achieved = []
+        if "sweep" in only:
+            log("1/6 maximum connection-per-request reply rate against nginx (sweep)")
+            best = {"httperf": [], "loadgen": []}
             for _ in range(args.repeat):
-                achieved.append(loadgen_open_loop(nginx.port, target, max(args.seconds, 10)
-                                                  if not args.quick else 2)["request_rate"])
-            med = statistics.median(achieved)
-            add_check(result, f"open-loop accuracy at {target} req/s (achieved/target)",
-                      med / target, "within", 0.01, {"achieved": achieved})
+                for tool in ("httperf", "loadgen"):
+                    b, _points = max_conn_rate(tool, nginx.port, rates, args.seconds)
+                    best[tool].append(b)
+            h, l = statistics.median(best["httperf"]), statistics.median(best["loadgen"])
+            add_check(result, "loadgen / httperf, max conn-per-request reply rate",
+                      ratio(l, h), ">=", 2.5, {"loadgen": best["loadgen"], "httperf": best["httperf"]})
 
-        log("4/5 realserver vs nginx under wrk (one worker / one thread)")
-        real = Server("realserver", workdir)
-        servers.append(real)
-        for close, label in ((False, "keep-alive"), (True, "connection-per-request")):
-            runs = {"nginx": [], "realserver": []}
+        if "overload" in only:
+            log("2/6 overload: half, one and three times the server's capacity (httperf vs loadgen)")
+            capacity, points, runs, med, cpu_h, cpu_l = overload(nginx.port, args.repeat,
+                                                                 max(args.seconds, 6))
+            samples = {f"{t}@{n}": [x["figure"] for x in v] for (t, n), v in runs.items()}
+            samples["capacity_req_s"] = capacity
+            samples["offered"] = points
+            add_check(result, "loadgen / httperf reply rate at the server's capacity",
+                      ratio(med[("loadgen", "capacity")], med[("httperf", "capacity")]), ">=", 0.95,
+                      samples)
+            add_check(result, "loadgen / httperf reply rate at 3x the server's capacity",
+                      ratio(med[("loadgen", "3x")], med[("httperf", "3x")]), ">=", 0.95, samples)
+            add_check(result, "loadgen reply rate at 3x / at 1x capacity (no collapse)",
+                      ratio(med[("loadgen", "3x")], med[("loadgen", "capacity")]), ">=", 0.85,
+                      samples)
+            add_check(result, "httperf / loadgen CPU per reply at half capacity",
+                      ratio(cpu_h, cpu_l), ">=", 1.0,
+                      {"httperf_us": cpu_h * 1e6, "loadgen_us": cpu_l * 1e6})
+
+        if "keepalive" in only:
+            log("3/6 keep-alive closed loop, 64 connections, against nginx")
+            kw = {"wrk": [], "loadgen": []}
             for _ in range(args.repeat):
-                flush_time_wait()
-                runs["nginx"].append(wrk(nginx.port, 64, args.seconds, close))
-                flush_time_wait()
-                runs["realserver"].append(wrk(real.port, 64, args.seconds, close))
-            add_check(result, f"realserver / nginx, {label} req/s (wrk -c64)",
-                      ratio(statistics.median(runs["realserver"]),
-                            statistics.median(runs["nginx"])), ">=", 1.0, runs)
+                kw["wrk"].append(wrk(nginx.port, 64, args.seconds, close=False))
+                kw["loadgen"].append(loadgen_closed_loop(nginx.port, 64, args.seconds))
+            add_check(result, "loadgen / wrk, keep-alive req/s (64 conns)",
+                      ratio(statistics.median(kw["loadgen"]), statistics.median(kw["wrk"])),
+                      ">=", 1.0, kw)
 
-        log("5/5 loadgen peak RSS, 20 000 conn/s open loop")
-        seconds = 5 if args.quick else 30
-        rss_mb, p = peak_rss_open_loop(nginx.port, 20000, seconds)
-        add_check(result, f"loadgen peak RSS at 20000 conn/s for {seconds} s (MB)", rss_mb,
-                  "<", 100.0, {"replies": p["replies"], "errors": p["errors"]})
+        if "accuracy" in only:
+            log("4/6 open-loop rate accuracy")
+            for target in (5000, 20000):
+                achieved = []
+                for _ in range(args.repeat):
+                    achieved.append(loadgen_open_loop(nginx.port, target, max(args.seconds, 10)
+                                                      if not args.quick else 2)["request_rate"])
+                med = statistics.median(achieved)
+                add_check(result, f"open-loop accuracy at {target} req/s (achieved/target)",
+                          med / target, "within", 0.01, {"achieved": achieved})
+
+        if "realserver" in only:
+            log("5/6 realserver vs nginx under wrk (one worker / one thread)")
+            real = Server("realserver", workdir)
+            servers.append(real)
+            for close, label in ((False, "keep-alive"), (True, "connection-per-request")):
+                runs = {"nginx": [], "realserver": []}
+                for _ in range(args.repeat):
+                    flush_time_wait()
+                    runs["nginx"].append(wrk(nginx.port, 64, args.seconds, close))
+                    flush_time_wait()
+                    runs["realserver"].append(wrk(real.port, 64, args.seconds, close))
+                add_check(result, f"realserver / nginx, {label} req/s (wrk -c64)",
+                          ratio(statistics.median(runs["realserver"]),
+                                statistics.median(runs["nginx"])), ">=", 1.0, runs)
+
+        if "rss" in only:
+            log("6/6 loadgen peak RSS, 20 000 conn/s open loop")
+            seconds = 5 if args.quick else 30
+            rss_mb, p = peak_rss_open_loop(nginx.port, 20000, seconds)
+            add_check(result, f"loadgen peak RSS at 20000 conn/s for {seconds} s (MB)", rss_mb,
+                      "<", 100.0, {"replies": p["replies"], "errors": p["errors"]})
+
     finally:
         for s in servers:
             s.stop()

@@ -27,6 +27,13 @@ pub const DEFAULT_URL_TIMEOUT: Duration = Duration::from_secs(10);
 /// truth (see engine.rs for the measurements).
 pub const DEFAULT_PACE_SLACK: Duration = Duration::from_micros(100);
 
+/// Default `--max-inflight`: open-loop connections one process keeps open at once. httperf's
+/// select() build stops near 1 020; past a server's capacity an uncapped generator piles up
+/// tens of thousands of connections that can only time out, spends its core in the kernel and
+/// starves the server it measures (see engine.rs, "Overload"). 4 096 leaves room for long
+/// latencies below saturation (4 096 connections at 10 000 conn/s is 0.4 s each).
+pub const DEFAULT_MAX_INFLIGHT: u64 = 4096;
+
 /// A command line that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
@@ -144,6 +151,8 @@ pub struct Config {
     pub runtime: RuntimeKind,
     /// Open loop: most an arrival may be delayed to share a timer wake-up (`--pace-slack`).
     pub pace_slack: Duration,
+    /// Open loop: most connections open at once (`--max-inflight`).
+    pub max_inflight: u64,
     /// Seed of random arrival schedules.
     pub seed: u64,
     /// httperf -v level.
@@ -323,169 +332,177 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-impl Config {
-    /// Validate `args` into a configuration. `cpus` is the default worker count.
-    pub fn from_args(args: &RunArgs, cpus: usize) -> Result<Config, ConfigError> {
-        use ConfigError::{Conflict, Invalid, Missing};
-        let url_mode = args.url.is_some();
+/// `flag`'s value when given, rejecting 0 (every count flag needs at least 1).
+fn at_least_one<T: Copy + Into<u64>>(
+    flag: &'static str,
+    v: Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    match v {
+        Some(n) if n.into() == 0 => Err(ConfigError::Invalid {
+            flag,
+            value: "0".into(),
+            expected: "at least 1".into(),
+        }),
+        other => Ok(other),
+    }
+}
 
-        // ---- target ----
-        let mut target = if let Some(url) = &args.url {
-            if args.server.is_some() {
-                return Err(Conflict("a URL", "--server"));
+/// Where requests go: a URL, or httperf's --server/--port/--uri/--ssl; --server-name overrides
+/// the Host header of either.
+fn target_from_args(args: &RunArgs) -> Result<Target, ConfigError> {
+    use ConfigError::{Conflict, Invalid};
+    let mut target = if let Some(url) = &args.url {
+        for (given, flag) in [
+            (args.server.is_some(), "--server"),
+            (args.port.is_some(), "--port"),
+            (args.uri.is_some(), "--uri"),
+            (args.ssl, "--ssl (use https://)"),
+        ] {
+            if given {
+                return Err(Conflict("a URL", flag));
             }
-            if args.port.is_some() {
-                return Err(Conflict("a URL", "--port"));
-            }
-            if args.uri.is_some() {
-                return Err(Conflict("a URL", "--uri"));
-            }
-            if args.ssl {
-                return Err(Conflict("a URL", "--ssl (use https://)"));
-            }
-            parse_url(url)?
-        } else {
-            let host = args
-                .server
-                .clone()
-                .unwrap_or_else(|| "localhost".to_string());
-            let default_port = if args.ssl { 443 } else { 80 };
-            let port = match args.port {
-                Some(0) => {
-                    return Err(Invalid {
-                        flag: "--port",
-                        value: "0".into(),
-                        expected: "a port 1-65535".into(),
-                    })
-                }
-                Some(p) => p,
-                None => default_port,
-            };
-            let uri = args.uri.clone().unwrap_or_else(|| "/".to_string());
-            if uri.is_empty() || uri.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                return Err(Invalid {
-                    flag: "--uri",
-                    value: uri,
-                    expected: "a non-empty path without spaces or control characters".into(),
-                });
-            }
-            if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Invalid {
-                    flag: "--server",
-                    value: host,
-                    expected: "a host name or IP address".into(),
-                });
-            }
-            // httperf sends the bare server name as Host.
-            let host_header = if host.contains(':') {
-                format!("[{host}]")
-            } else {
-                host.clone()
-            };
-            Target {
-                host,
-                port,
-                tls: args.ssl,
-                uri,
-                host_header,
-            }
-        };
-        if let Some(name) = &args.server_name {
-            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Invalid {
-                    flag: "--server-name",
-                    value: name.clone(),
-                    expected: "a host name".into(),
-                });
-            }
-            target.host_header = name.clone();
         }
+        parse_url(url)?
+    } else {
+        httperf_target(args)?
+    };
+    if let Some(name) = &args.server_name {
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Invalid {
+                flag: "--server-name",
+                value: name.clone(),
+                expected: "a host name".into(),
+            });
+        }
+        target.host_header = name.clone();
+    }
+    Ok(target)
+}
 
-        // ---- workload ----
-        if args.concurrency.is_some() {
-            if args.rate.is_some() {
-                return Err(Conflict("--rate", "--concurrency"));
-            }
-            if args.period.is_some() {
-                return Err(Conflict("--period", "--concurrency"));
-            }
-            if args.arrival.is_some() {
-                return Err(Conflict("--arrival", "--concurrency"));
-            }
+/// httperf's target options (defaults: localhost, port 80 or 443, `/`).
+fn httperf_target(args: &RunArgs) -> Result<Target, ConfigError> {
+    use ConfigError::Invalid;
+    let host = args
+        .server
+        .clone()
+        .unwrap_or_else(|| "localhost".to_string());
+    let default_port = if args.ssl { 443 } else { 80 };
+    let port = match args.port {
+        Some(0) => {
+            return Err(Invalid {
+                flag: "--port",
+                value: "0".into(),
+                expected: "a port 1-65535".into(),
+            })
         }
-        if args.rate.is_some() && args.period.is_some() {
-            return Err(Conflict("--rate", "--period"));
-        }
-        if args.arrival.is_some() && args.period.is_some() {
-            return Err(Conflict(
-                "--arrival",
-                "--period (its letter d/e/u chooses the distribution)",
-            ));
-        }
-        if args.arrival.is_some() && args.rate.is_none() {
-            return Err(Missing("--arrival needs --rate"));
-        }
-        let workload = if let Some(c) = args.concurrency {
-            if c == 0 {
-                return Err(Invalid {
-                    flag: "--concurrency",
-                    value: "0".into(),
-                    expected: "at least 1 connection".into(),
-                });
-            }
-            Workload::Closed(c)
-        } else if let Some(rate) = args.rate {
-            if !rate.is_finite() || rate < 0.0 {
-                return Err(Invalid {
-                    flag: "--rate",
-                    value: rate.to_string(),
-                    expected: "a number >= 0 (0 = sequential connections)".into(),
-                });
-            }
-            if rate == 0.0 {
-                Workload::Closed(1)
-            } else {
-                match args.arrival.unwrap_or(ArrivalKind::Fixed) {
-                    ArrivalKind::Fixed => Workload::Open(Distribution::Fixed {
-                        period_s: 1.0 / rate,
-                    }),
-                    ArrivalKind::Poisson => {
-                        Workload::Open(Distribution::Poisson { mean_s: 1.0 / rate })
-                    }
-                }
-            }
-        } else if let Some(p) = &args.period {
-            match Distribution::parse_period(p).map_err(|e| Invalid {
-                flag: "--period",
-                value: p.clone(),
-                expected: e.to_string(),
-            })? {
-                Some(d) => Workload::Open(d),
-                None => Workload::Closed(1),
-            }
-        } else if url_mode {
-            return Err(Missing(
-                "a URL run needs --rate R (open loop) or --concurrency N (closed loop)",
-            ));
-        } else {
-            Workload::Closed(1)
-        };
+        Some(p) => p,
+        None => default_port,
+    };
+    let uri = args.uri.clone().unwrap_or_else(|| "/".to_string());
+    if uri.is_empty() || uri.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(Invalid {
+            flag: "--uri",
+            value: uri,
+            expected: "a non-empty path without spaces or control characters".into(),
+        });
+    }
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Invalid {
+            flag: "--server",
+            value: host,
+            expected: "a host name or IP address".into(),
+        });
+    }
+    // httperf sends the bare server name as Host.
+    let host_header = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    Ok(Target {
+        host,
+        port,
+        tls: args.ssl,
+        uri,
+        host_header,
+    })
+}
 
-        // ---- stop ----
-        if args.num_conns.is_some() && args.duration.is_some() {
-            return Err(Conflict("--num-conns", "--duration"));
-        }
-        let stop = match (args.num_conns, args.duration) {
-            (Some(0), _) => {
-                return Err(Invalid {
-                    flag: "--num-conns",
-                    value: "0".into(),
-                    expected: "at least 1".into(),
-                })
+/// Open loop (--rate, --period) or closed loop (--concurrency, httperf's sequential default).
+fn workload_from_args(args: &RunArgs, url_mode: bool) -> Result<Workload, ConfigError> {
+    use ConfigError::{Conflict, Invalid, Missing};
+    if args.concurrency.is_some() {
+        for (given, flag) in [
+            (args.rate.is_some(), "--rate"),
+            (args.period.is_some(), "--period"),
+            (args.arrival.is_some(), "--arrival"),
+        ] {
+            if given {
+                return Err(Conflict(flag, "--concurrency"));
             }
+        }
+    }
+    if args.rate.is_some() && args.period.is_some() {
+        return Err(Conflict("--rate", "--period"));
+    }
+    if args.arrival.is_some() && args.period.is_some() {
+        return Err(Conflict(
+            "--arrival",
+            "--period (its letter d/e/u chooses the distribution)",
+        ));
+    }
+    if args.arrival.is_some() && args.rate.is_none() {
+        return Err(Missing("--arrival needs --rate"));
+    }
+    if let Some(c) = at_least_one("--concurrency", args.concurrency)? {
+        return Ok(Workload::Closed(c));
+    }
+    if let Some(rate) = args.rate {
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(Invalid {
+                flag: "--rate",
+                value: rate.to_string(),
+                expected: "a number >= 0 (0 = sequential connections)".into(),
+            });
+        }
+        if rate == 0.0 {
+            return Ok(Workload::Closed(1));
+        }
+        return Ok(Workload::Open(
+            match args.arrival.unwrap_or(ArrivalKind::Fixed) {
+                ArrivalKind::Fixed => Distribution::Fixed {
+                    period_s: 1.0 / rate,
+                },
+                ArrivalKind::Poisson => Distribution::Poisson { mean_s: 1.0 / rate },
+            },
+        ));
+    }
+    if let Some(p) = &args.period {
+        let d = Distribution::parse_period(p).map_err(|e| Invalid {
+            flag: "--period",
+            value: p.clone(),
+            expected: e.to_string(),
+        })?;
+        return Ok(d.map_or(Workload::Closed(1), Workload::Open));
+    }
+    if url_mode {
+        return Err(Missing(
+            "a URL run needs --rate R (open loop) or --concurrency N (closed loop)",
+        ));
+    }
+    Ok(Workload::Closed(1))
+}
+
+/// --num-conns or --duration (a URL run defaults to 10 s, httperf style to one connection).
+fn stop_from_args(args: &RunArgs, url_mode: bool) -> Result<Stop, ConfigError> {
+    if args.num_conns.is_some() && args.duration.is_some() {
+        return Err(ConfigError::Conflict("--num-conns", "--duration"));
+    }
+    Ok(
+        match (at_least_one("--num-conns", args.num_conns)?, args.duration) {
             (Some(n), _) => Stop::Conns(n),
             (None, Some(d)) if d.is_zero() => {
-                return Err(Invalid {
+                return Err(ConfigError::Invalid {
                     flag: "--duration",
                     value: "0".into(),
                     expected: "a positive time such as 10s".into(),
@@ -494,110 +511,112 @@ impl Config {
             (None, Some(d)) => Stop::Duration(d),
             (None, None) if url_mode => Stop::Duration(DEFAULT_DURATION),
             (None, None) => Stop::Conns(1),
-        };
+        },
+    )
+}
 
-        // ---- calls ----
-        let calls_per_conn = match args.num_calls {
-            Some(0) => {
-                return Err(Invalid {
-                    flag: "--num-calls",
-                    value: "0".into(),
-                    expected: "at least 1".into(),
-                })
-            }
+/// The request bytes: every call's, and the connection's last one, which announces the close
+/// (unless --no-connection-close or a user Connection header) so that the server closes first.
+fn requests_from_args(
+    args: &RunArgs,
+    target: &Target,
+    calls_per_conn: Option<u32>,
+) -> Result<(String, String), ConfigError> {
+    use ConfigError::Invalid;
+    if !is_token(&args.method) {
+        return Err(Invalid {
+            flag: "--method",
+            value: args.method.clone(),
+            expected: "an HTTP method token such as GET, HEAD, POST".into(),
+        });
+    }
+    let version = match args.http_version.as_str() {
+        v @ ("1.0" | "1.1") => v,
+        other => {
+            return Err(Invalid {
+                flag: "--http-version",
+                value: other.to_string(),
+                expected: "1.0 or 1.1".into(),
+            })
+        }
+    };
+    let mut extra = String::new();
+    for h in &args.add_header {
+        extra.push_str(&decode_headers(h)?);
+    }
+    let head = format!(
+        "{} {} HTTP/{}\r\nUser-Agent: loadgen/{}\r\nHost: {}\r\n",
+        args.method,
+        target.uri,
+        version,
+        env!("CARGO_PKG_VERSION"),
+        target.host_header
+    );
+    let user_connection = extra
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("connection:"));
+    let mut request = head.clone();
+    if version == "1.0" && calls_per_conn != Some(1) && !user_connection {
+        request.push_str("Connection: keep-alive\r\n");
+    }
+    request.push_str(&extra);
+    request.push_str("\r\n");
+    let mut request_last = head;
+    if version == "1.1" && !args.no_connection_close && !user_connection {
+        request_last.push_str("Connection: close\r\n");
+    } else if version == "1.0" && args.no_connection_close && calls_per_conn != Some(1) {
+        request_last.push_str("Connection: keep-alive\r\n");
+    }
+    request_last.push_str(&extra);
+    request_last.push_str("\r\n");
+    Ok((request, request_last))
+}
+
+/// Worker threads. Defaults measured on loopback (see engine.rs): open loop scales with one
+/// worker per CPU; a closed loop saturates with half the CPUs and more workers only take CPU
+/// from a server on the same machine; never more workers than closed-loop connections.
+fn threads_from_args(
+    args: &RunArgs,
+    workload: Workload,
+    cpus: usize,
+) -> Result<usize, ConfigError> {
+    let default_threads = match workload {
+        Workload::Open(_) => cpus,
+        Workload::Closed(_) => cpus / 2,
+    };
+    let given = at_least_one("--threads", args.threads.map(|t| t as u64))?;
+    let mut threads = given.map_or(default_threads, |t| t as usize).max(1);
+    if let Workload::Closed(c) = workload {
+        threads = threads.min(c as usize);
+    }
+    Ok(threads)
+}
+
+impl Config {
+    /// Validate `args` into a configuration. `cpus` is the default worker count.
+    pub fn from_args(args: &RunArgs, cpus: usize) -> Result<Config, ConfigError> {
+        use ConfigError::{Invalid, Missing};
+        let url_mode = args.url.is_some();
+        let target = target_from_args(args)?;
+        let workload = workload_from_args(args, url_mode)?;
+        let stop = stop_from_args(args, url_mode)?;
+        let calls_per_conn = match at_least_one("--num-calls", args.num_calls)? {
             Some(n) => Some(n),
             // Closed loop for a duration: keep each connection until the end (like wrk). With
             // --num-conns every connection must end, so it makes one call (httperf's default).
             None if args.concurrency.is_some() && matches!(stop, Stop::Duration(_)) => None,
             None => Some(1),
         };
-        let burst = match args.burst_length {
-            Some(0) => {
-                return Err(Invalid {
-                    flag: "--burst-length",
-                    value: "0".into(),
-                    expected: "at least 1".into(),
-                })
-            }
-            Some(b) => b,
-            None => 1,
-        };
-
-        // ---- request ----
-        if !is_token(&args.method) {
-            return Err(Invalid {
-                flag: "--method",
-                value: args.method.clone(),
-                expected: "an HTTP method token such as GET, HEAD, POST".into(),
-            });
-        }
-        let version = match args.http_version.as_str() {
-            v @ ("1.0" | "1.1") => v,
-            other => {
-                return Err(Invalid {
-                    flag: "--http-version",
-                    value: other.to_string(),
-                    expected: "1.0 or 1.1".into(),
-                })
-            }
-        };
-        let mut extra = String::new();
-        for h in &args.add_header {
-            extra.push_str(&decode_headers(h)?);
-        }
-        let head = format!(
-            "{} {} HTTP/{}\r\nUser-Agent: loadgen/{}\r\nHost: {}\r\n",
-            args.method,
-            target.uri,
-            version,
-            env!("CARGO_PKG_VERSION"),
-            target.host_header
-        );
-        let user_connection = extra
-            .lines()
-            .any(|l| l.to_ascii_lowercase().starts_with("connection:"));
-        let mut request = head.clone();
-        if version == "1.0" && calls_per_conn != Some(1) && !user_connection {
-            request.push_str("Connection: keep-alive\r\n");
-        }
-        request.push_str(&extra);
-        request.push_str("\r\n");
-        let mut request_last = head;
-        if version == "1.1" && !args.no_connection_close && !user_connection {
-            request_last.push_str("Connection: close\r\n");
-        } else if version == "1.0" && args.no_connection_close && calls_per_conn != Some(1) {
-            request_last.push_str("Connection: keep-alive\r\n");
-        }
-        request_last.push_str(&extra);
-        request_last.push_str("\r\n");
-
-        // ---- timeouts, sockets, client ----
+        let burst = at_least_one("--burst-length", args.burst_length)?.unwrap_or(1);
+        let (request, request_last) = requests_from_args(args, &target, calls_per_conn)?;
         let timeout = match args.timeout {
             Some(t) if t.is_zero() => None,
             Some(t) => Some(t),
             None if url_mode => Some(DEFAULT_URL_TIMEOUT),
             None => None,
         };
-        let think_timeout = args.think_timeout.unwrap_or(Duration::ZERO);
         let client = args.client.unwrap_or((0, 1));
-        if args.threads == Some(0) {
-            return Err(Invalid {
-                flag: "--threads",
-                value: "0".into(),
-                expected: "at least 1".into(),
-            });
-        }
-        // Defaults measured on loopback (see engine.rs): open loop scales with one worker per
-        // CPU; a closed loop saturates with half the CPUs and more workers only take CPU from a
-        // server on the same machine.
-        let default_threads = match workload {
-            Workload::Open(_) => cpus,
-            Workload::Closed(_) => cpus / 2,
-        };
-        let mut threads = args.threads.unwrap_or(default_threads).max(1);
-        if let Workload::Closed(c) = workload {
-            threads = threads.min(c as usize);
-        }
+        let threads = threads_from_args(args, workload, cpus)?;
         let pace_slack = args.pace_slack.unwrap_or(DEFAULT_PACE_SLACK);
         if pace_slack > Duration::from_secs(1) {
             return Err(Invalid {
@@ -606,25 +625,23 @@ impl Config {
                 expected: "at most 1s (it delays arrivals; 100us is the default)".into(),
             });
         }
-        let seed = args
-            .seed
-            .unwrap_or(0x6c6f_6164_6765_6e00 ^ u64::from(client.0));
+        let max_inflight =
+            at_least_one("--max-inflight", args.max_inflight)?.unwrap_or(DEFAULT_MAX_INFLIGHT);
         if args.insecure && !target.tls {
             return Err(Missing("--insecure only applies to https:// (or --ssl)"));
         }
-
         let mut cfg = Config {
-            target,
             method: args.method.clone(),
             head_request: args.method.eq_ignore_ascii_case("HEAD"),
             request: request.into_bytes(),
             request_last: request_last.into_bytes(),
+            target,
             workload,
             stop,
             calls_per_conn,
             burst,
             timeout,
-            think_timeout,
+            think_timeout: args.think_timeout.unwrap_or(Duration::ZERO),
             send_buffer: args.send_buffer,
             recv_buffer: args.recv_buffer,
             client,
@@ -632,7 +649,10 @@ impl Config {
             threads,
             runtime: args.runtime,
             pace_slack,
-            seed,
+            max_inflight,
+            seed: args
+                .seed
+                .unwrap_or(0x6c6f_6164_6765_6e00 ^ u64::from(client.0)),
             verbose: args.verbose,
             progress: !args.no_progress,
             json: args.json.clone(),
@@ -728,6 +748,7 @@ impl Config {
             "threads": self.threads,
             "runtime": self.runtime,
             "pace_slack_s": self.pace_slack.as_secs_f64(),
+            "max_inflight": self.max_inflight,
             "seed": self.seed,
             "command_line": self.command_line,
         })
@@ -858,6 +879,37 @@ mod tests {
         ] {
             assert!(cfg(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn count_flags_need_at_least_one() {
+        for (args, flag) in [
+            (&["http://h/", "--concurrency=0"][..], "--concurrency"),
+            (&["--server=h", "--num-conns=0"], "--num-conns"),
+            (&["--server=h", "--num-calls=0"], "--num-calls"),
+            (&["--server=h", "--burst-length=0"], "--burst-length"),
+            (&["--server=h", "--threads=0"], "--threads"),
+            (
+                &["--server=h", "--rate=5", "--max-inflight=0"],
+                "--max-inflight",
+            ),
+        ] {
+            let e = cfg(args).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid {flag} '0': at least 1"),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_inflight_default_and_override() {
+        let c = cfg(&["--server=h", "--rate=5"]).unwrap();
+        assert_eq!(c.max_inflight, DEFAULT_MAX_INFLIGHT);
+        assert_eq!(c.to_json()["max_inflight"], DEFAULT_MAX_INFLIGHT);
+        let c = cfg(&["--server=h", "--rate=5", "--max-inflight=100"]).unwrap();
+        assert_eq!(c.max_inflight, 100);
     }
 
     #[test]

@@ -198,10 +198,61 @@ struct Shared {
     deadline: Option<Instant>,
     /// Closed loop with --num-conns: connections left to start.
     conns_left: AtomicU64,
+    /// Connections open now (open loop: from admission to the end of the task).
     open: AtomicU64,
     max_open: AtomicU64,
+    /// Open loop: most connections of this process open at once (`--max-inflight`).
+    max_inflight: u64,
     addr_unavailable: AtomicBool,
     live: Option<Arc<Live>>,
+}
+
+impl Shared {
+    /// Count one more open connection. With `capped` (open loop), refuse it instead when
+    /// `max_inflight` are already open: a generator must not let connections pile up past what
+    /// it can track (httperf: a connection without a descriptor is an `fd-unavail` error).
+    #[inline]
+    fn open_conn(&self, capped: bool) -> bool {
+        let before = self.open.fetch_add(1, Ordering::Relaxed);
+        if capped && before >= self.max_inflight {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        self.max_open.fetch_max(before + 1, Ordering::Relaxed);
+        true
+    }
+
+    #[inline]
+    fn close_conn(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a launch starts: an open-loop arrival due at an instant, or a closed-loop slot.
+#[derive(Clone, Copy)]
+enum Start {
+    Arrival(Instant),
+    Slot,
+}
+
+/// Admit an open-loop arrival (counting it open) or record it as refused by the in-flight cap;
+/// closed-loop slots are always admitted (they count their connections themselves).
+fn admit<R: RecHandle>(shared: &Shared, rec: &R, what: Start) -> bool {
+    match what {
+        Start::Slot => true,
+        Start::Arrival(scheduled) => {
+            if shared.open_conn(true) {
+                return true;
+            }
+            let now = Instant::now();
+            rec.with(|r| r.refused(scheduled, now));
+            if let Some(l) = &shared.live {
+                l.conns.fetch_add(1, Ordering::Relaxed);
+                l.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            false
+        }
+    }
 }
 
 /// Access to a recorder from a connection task (per-core: `Rc<RefCell>`; multi-thread: `Mutex`).
@@ -303,6 +354,7 @@ pub fn run(cfg: &Config, live: Option<Arc<Live>>) -> Result<Outcome, EngineError
         }),
         open: AtomicU64::new(0),
         max_open: AtomicU64::new(0),
+        max_inflight: cfg.max_inflight,
         addr_unavailable: AtomicBool::new(false),
         live,
     });
@@ -350,17 +402,15 @@ impl Plan {
 
 /// One launched connection (open loop) or closed-loop slot, on either runtime layout;
 /// the guard marks it in flight until it ends.
-async fn conn_task<R: RecHandle>(
-    shared: Arc<Shared>,
-    rec: R,
-    scheduled: Instant,
-    closed: bool,
-    guard: InflightGuard,
-) {
-    if closed {
-        slot_loop(&shared, &rec).await;
-    } else {
-        connection(&shared, &rec, scheduled).await;
+async fn conn_task<R: RecHandle>(shared: Arc<Shared>, rec: R, what: Start, guard: InflightGuard) {
+    match what {
+        Start::Slot => slot_loop(&shared, &rec).await,
+        Start::Arrival(scheduled) => {
+            let late = Instant::now().saturating_duration_since(scheduled);
+            rec.with(|r| r.start_lateness(late));
+            connection(&shared, &rec, scheduled).await;
+            shared.close_conn();
+        }
     }
     drop(guard);
 }
@@ -392,14 +442,15 @@ fn run_per_core(
                 let launch = {
                     let rec = rec.clone();
                     let inflight = inflight.clone();
-                    move |fut_shared: Arc<Shared>, scheduled: Instant, closed: bool| {
-                        tokio::task::spawn_local(conn_task(
-                            fut_shared,
-                            rec.clone(),
-                            scheduled,
-                            closed,
-                            inflight.enter(),
-                        ));
+                    move |fut_shared: Arc<Shared>, what: Start| {
+                        if admit(&fut_shared, &rec, what) {
+                            tokio::task::spawn_local(conn_task(
+                                fut_shared,
+                                rec.clone(),
+                                what,
+                                inflight.enter(),
+                            ));
+                        }
                     }
                 };
                 let burst = local.block_on(&rt, async {
@@ -442,14 +493,10 @@ fn run_multi_thread(
     let launch = {
         let rec = rec.clone();
         let inflight = inflight.clone();
-        move |fut_shared: Arc<Shared>, scheduled: Instant, closed: bool| {
-            tokio::spawn(conn_task(
-                fut_shared,
-                rec.clone(),
-                scheduled,
-                closed,
-                inflight.enter(),
-            ));
+        move |fut_shared: Arc<Shared>, what: Start| {
+            if admit(&fut_shared, &rec, what) {
+                tokio::spawn(conn_task(fut_shared, rec.clone(), what, inflight.enter()));
+            }
         }
     };
     let burst = rt.block_on(async {
@@ -474,13 +521,13 @@ async fn drive(
     plan: &Plan,
     w: usize,
     workers: usize,
-    mut launch: impl FnMut(Arc<Shared>, Instant, bool),
+    mut launch: impl FnMut(Arc<Shared>, Start),
 ) -> u64 {
     match plan.workload {
         Workload::Closed(c) => {
             let slots = share(u64::from(c), w, workers);
             for _ in 0..slots {
-                launch(shared.clone(), plan.start, true);
+                launch(shared.clone(), Start::Slot);
             }
             slots
         }
@@ -494,7 +541,7 @@ async fn open_arrivals(
     dist: Distribution,
     w: usize,
     workers: usize,
-    launch: &mut impl FnMut(Arc<Shared>, Instant, bool),
+    launch: &mut impl FnMut(Arc<Shared>, Start),
 ) -> u64 {
     let mut more = WorkerArrivals {
         schedule: Schedule::new(dist, plan.seed),
@@ -516,7 +563,7 @@ async fn open_arrivals(
         }
         burst += 1;
         max_burst = max_burst.max(burst);
-        launch(shared.clone(), at, false);
+        launch(shared.clone(), Start::Arrival(at));
     }
     max_burst
 }
@@ -600,7 +647,9 @@ async fn slot_loop<R: RecHandle>(shared: &Shared, rec: &R) {
         {
             break;
         }
+        shared.open_conn(false);
         let ok = connection(shared, rec, Instant::now()).await;
+        shared.close_conn();
         if !ok {
             // Do not spin on a refusing server: give other tasks (and the clock) a chance.
             tokio::task::yield_now().await;
@@ -690,12 +739,8 @@ async fn connection<R: RecHandle>(shared: &Shared, rec: &R, scheduled: Instant) 
     if let Some(l) = &shared.live {
         l.conns.fetch_add(1, Ordering::Relaxed);
     }
-    let open = shared.open.fetch_add(1, Ordering::Relaxed) + 1;
-    shared.max_open.fetch_max(open, Ordering::Relaxed);
-
     let mut replies = 0u32;
     let result = connect_and_call(shared, rec, scheduled, conn_start, &mut replies).await;
-    shared.open.fetch_sub(1, Ordering::Relaxed);
     let now = Instant::now();
     let ok = match result {
         Ok(()) => true,
@@ -735,13 +780,13 @@ async fn connect_and_call<R: RecHandle>(
         socket.set_recv_buffer_size(n).map_err(Failure::Io)?;
     }
     let mut wd = shared.timeout.map(|t| Watchdog::new(conn_start + t));
-    let stream = guarded(&mut wd, socket.connect(shared.addr)).await?;
+    let mut stream = guarded(&mut wd, socket.connect(shared.addr)).await?;
     stream.set_nodelay(true).map_err(Failure::Io)?;
-    match &shared.tls {
+    let result = match &shared.tls {
         None => {
             let now = Instant::now();
             rec.with(|r| r.conn_established(now, now - conn_start));
-            calls(shared, rec, stream, &mut wd, scheduled, replies).await
+            calls(shared, rec, &mut stream, &mut wd, scheduled, replies).await
         }
         Some((connector, name)) => {
             if let (Some(w), Some(t)) = (wd.as_mut(), shared.timeout) {
@@ -749,14 +794,22 @@ async fn connect_and_call<R: RecHandle>(
             }
             // Boxed so the (large) TLS state does not inflate every plain connection's future.
             Box::pin(async {
-                let tls = guarded(&mut wd, connector.connect(name.clone(), stream)).await?;
+                let mut tls =
+                    guarded(&mut wd, connector.connect(name.clone(), &mut stream)).await?;
                 let now = Instant::now();
                 rec.with(|r| r.conn_established(now, now - conn_start));
-                calls(shared, rec, tls, &mut wd, scheduled, replies).await
+                calls(shared, rec, &mut tls, &mut wd, scheduled, replies).await
             })
             .await
         }
+    };
+    if matches!(result, Err(Failure::Timeout)) {
+        // Abort with a reset rather than a FIN: the server drops the connection (and the request
+        // still queued in its accept queue) instead of serving a client that gave up, and
+        // neither side keeps a FIN_WAIT/TIME_WAIT socket for it. Matters past saturation.
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     }
+    result
 }
 
 /// A connection's read buffer: bytes `[start, end)` are received but not yet parsed.
@@ -869,7 +922,7 @@ impl Drop for ReadBuf {
 async fn calls<S, R>(
     shared: &Shared,
     rec: &R,
-    mut stream: S,
+    stream: &mut S,
     wd: &mut Option<Watchdog>,
     scheduled: Instant,
     replies: &mut u32,
@@ -983,7 +1036,7 @@ where
             parser.reset();
             if !reply.keep_alive {
                 if !eof {
-                    await_server_close(&mut stream, wd, &mut buf).await;
+                    await_server_close(stream, wd, &mut buf).await;
                 }
                 return Ok(());
             }

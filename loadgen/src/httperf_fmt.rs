@@ -194,7 +194,7 @@ pub fn summary_string(r: &RunResult) -> String {
 }
 
 /// Connection-time statistics as printed (milliseconds).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConnTimeMs {
     /// min
     pub min: f64,
@@ -208,8 +208,9 @@ pub struct ConnTimeMs {
     pub stddev: f64,
 }
 
-/// The numbers of an httperf summary, as printed (rounded as printed).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The numbers of an httperf summary, as printed (rounded as printed). Serialisable so that
+/// a harness can keep the parsed output of real httperf runs in its result files.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ParsedSummary {
     /// The echoed command line (first line starting with "httperf "), if present.
     pub command_line: Option<String>,

@@ -7,6 +7,7 @@
 //! - [`json_out`]: writes a result file atomically.
 //! - [`merge`]: combines results from several client processes (`--client I/N`).
 //! - [`gate`]: `--fail-if` thresholds for CI.
+//! - [`report`]: what the binary prints for a result (summary, -v extras, latency lines).
 //!
 //! Module map (engine side, I/O):
 //! - [`cli`]: the command line (httperf options and the modern interface).
@@ -17,12 +18,14 @@
 //! - [`engine`]: the tokio engine that opens connections and issues calls.
 //! - [`tls`]: rustls client configuration for `https://`.
 //! - [`sys`]: process-level facts and limits (RLIMIT_NOFILE, CPU time).
+//! - [`progress`]: the live progress line on stderr.
 
 pub mod gate;
 pub mod httperf_fmt;
 pub mod json_out;
 pub mod merge;
 pub mod record;
+pub mod report;
 pub mod result;
 
 pub mod arrival;
@@ -31,5 +34,6 @@ pub mod config;
 pub mod engine;
 pub mod http_parse;
 pub mod pacer;
+pub mod progress;
 pub mod sys;
 pub mod tls;

@@ -105,6 +105,8 @@ pub struct RunFacts {
     pub client_count: u32,
     /// Max simultaneously open connections.
     pub max_concurrent: u64,
+    /// Open loop: the `--max-inflight` cap (`None` in a closed loop).
+    pub max_inflight: Option<u64>,
     /// httperf "Maximum connect burst length".
     pub max_connect_burst: u64,
     /// User CPU seconds consumed during the test.
@@ -114,6 +116,11 @@ pub struct RunFacts {
     /// Wall clock (ms since the Unix epoch) at the Recorder's `start`.
     pub started_unix_ms: u64,
 }
+
+/// An open-loop connection that starts more than this after its scheduled instant (1 ms) was
+/// held back by the generator itself (CPU, scheduling), not by the server: counted in
+/// `Counts::starts_late` and reported as a warning when it is not rare.
+pub const LATE_START_NS: u64 = 1_000_000;
 
 /// Longest run the per-second series and the reply-rate windows cover (7 days); events later
 /// than this are still counted in every total, and land in the last series bucket.
@@ -247,6 +254,27 @@ impl Recorder {
     pub fn issue_lateness(&mut self, lateness: Duration) {
         self.moments.issue_lateness.add(dur_ns(lateness));
         hist_record(&mut self.hists.issue_lateness.0, lateness);
+    }
+
+    /// An open-loop connection task started `lateness` after its scheduled instant: the
+    /// generator's own delay (the connect is not in it, unlike issue lateness).
+    pub fn start_lateness(&mut self, lateness: Duration) {
+        let ns = dur_ns(lateness);
+        self.moments.start_lateness.add(ns);
+        if ns > LATE_START_NS {
+            self.counts.starts_late += 1;
+        }
+    }
+
+    /// An open-loop arrival found `--max-inflight` connections open and was not started: an
+    /// attempted connection that failed with `fd-unavail`, as in httperf when it runs out of
+    /// descriptors. Its first call was still offered.
+    pub fn refused(&mut self, scheduled: Instant, at: Instant) {
+        self.request_due(scheduled);
+        self.counts.conns_attempted += 1;
+        self.counts.conns_capped += 1;
+        self.error(at, ErrorKind::FdUnavail);
+        self.counts.conns_closed += 1;
     }
 
     /// A connect() was attempted.
@@ -452,6 +480,7 @@ pub(crate) mod testdata {
             client_index: index,
             client_count: count,
             max_concurrent: 1,
+            max_inflight: Some(4096),
             max_connect_burst: 1,
             cpu_user_s: 1.5,
             cpu_system_s: 2.25,
@@ -536,6 +565,11 @@ pub(crate) mod testdata {
     pub fn feed_conn(r: &mut Recorder, t0: Instant, rng: &mut Lcg, i: u64) {
         let start_ms = i * 7; // 143 conn/s over the run
         let at = |m: u64| t0 + ms(m);
+        if i % 50 == 49 {
+            r.refused(at(start_ms), at(start_ms));
+            return;
+        }
+        r.start_lateness(Duration::from_micros(i % 1500));
         r.conn_started(at(start_ms));
         if rng.next(10) == 0 {
             let kinds = [
@@ -766,5 +800,61 @@ mod tests {
         let res = Recorder::new(t0).finish(t0, facts(0, 1));
         assert_eq!(res.error_rate_percent(), 0.0);
         assert_eq!(res.error_rate_replies_percent(), Some(0.0));
+    }
+
+    #[test]
+    fn refused_arrivals_are_attempted_fd_unavail_connections() {
+        let t0 = Instant::now();
+        let mut r = Recorder::new(t0);
+        r.refused(t0, t0 + ms(1));
+        r.refused(t0 + ms(1), t0 + ms(1));
+        let res = r.finish(t0 + ms(10), facts(0, 1));
+        assert_eq!(res.counts.conns_attempted, 2);
+        assert_eq!(res.counts.conns_closed, 2);
+        assert_eq!(res.counts.conns_capped, 2);
+        assert_eq!(res.counts.requests_offered, 2);
+        assert_eq!(res.counts.requests_sent, 0);
+        assert_eq!(res.errors.fd_unavail, 2);
+        assert_eq!(res.error_rate_percent(), 100.0);
+        let w = &res.summary.generator_warnings;
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("2 of 2 connections (100.0 %)"), "{w:?}");
+        assert!(w[0].contains("--max-inflight 4096"), "{w:?}");
+    }
+
+    #[test]
+    fn late_starts_warn_only_past_one_percent() {
+        let t0 = Instant::now();
+        let mut r = Recorder::new(t0);
+        for _ in 0..199 {
+            r.start_lateness(Duration::from_micros(50));
+        }
+        // 1 late start in 200 (0.5 %) is noise; exactly at the threshold is not late.
+        r.start_lateness(Duration::from_nanos(LATE_START_NS + 1));
+        r.start_lateness(Duration::from_nanos(LATE_START_NS));
+        let res = r.finish(t0 + ms(10), facts(0, 1));
+        assert_eq!(res.counts.starts_late, 1);
+        assert!(res.summary.generator_warnings.is_empty());
+        // A handful of late starts cannot bias a rate, even as a large share of a short run.
+        let mut r = Recorder::new(t0);
+        for i in 0..100u64 {
+            r.start_lateness(ms(if i < 9 { 25 } else { 0 }));
+        }
+        let res = r.finish(t0 + ms(10), facts(0, 1));
+        assert_eq!(res.counts.starts_late, 9);
+        assert!(res.summary.generator_warnings.is_empty());
+        let mut r = Recorder::new(t0);
+        for i in 0..400u64 {
+            r.start_lateness(ms(if i < 12 { 25 } else { 0 }));
+        }
+        let res = r.finish(t0 + ms(10), facts(0, 1));
+        assert_eq!(res.counts.starts_late, 12);
+        let w = &res.summary.generator_warnings;
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("12 connections (3.0 %) started more than 1 ms"),
+            "{w:?}"
+        );
+        assert!(w[0].contains("worst 25.0 ms"), "{w:?}");
     }
 }

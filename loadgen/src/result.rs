@@ -52,6 +52,14 @@ pub struct Counts {
     pub footer_bytes: u64,
     /// Raw bytes read from sockets.
     pub raw_bytes_received: u64,
+    /// Open-loop arrivals refused because `--max-inflight` connections were open (each is also
+    /// an attempted connection and an `fd-unavail` error); 0 in older files.
+    #[serde(default)]
+    pub conns_capped: u64,
+    /// Open-loop connections the generator started more than 1 ms after their scheduled instant
+    /// ([`crate::record::LATE_START_NS`]); 0 in older files.
+    #[serde(default)]
+    pub starts_late: u64,
 }
 
 impl Counts {
@@ -69,6 +77,8 @@ impl Counts {
         self.body_bytes = self.body_bytes.saturating_add(o.body_bytes);
         self.footer_bytes = self.footer_bytes.saturating_add(o.footer_bytes);
         self.raw_bytes_received = self.raw_bytes_received.saturating_add(o.raw_bytes_received);
+        self.conns_capped = self.conns_capped.saturating_add(o.conns_capped);
+        self.starts_late = self.starts_late.saturating_add(o.starts_late);
     }
 }
 
@@ -441,6 +451,10 @@ pub struct MomentSet {
     /// Issue lateness (see [`Histograms::issue_lateness`]); zero in older files.
     #[serde(default)]
     pub issue_lateness: Moments,
+    /// Open loop: scheduled instant -> the connection task starts (the generator's own delay,
+    /// without the connect); zero in older files.
+    #[serde(default)]
+    pub start_lateness: Moments,
 }
 
 impl MomentSet {
@@ -453,6 +467,7 @@ impl MomentSet {
         self.latency.merge(&o.latency);
         self.latency_uncorrected.merge(&o.latency_uncorrected);
         self.issue_lateness.merge(&o.issue_lateness);
+        self.start_lateness.merge(&o.start_lateness);
     }
 }
 
@@ -612,6 +627,9 @@ pub struct ClientInfo {
     pub duration_ns: u64,
     /// Its max concurrent connections.
     pub max_concurrent: u64,
+    /// Its `--max-inflight` cap (open loop; `None` in a closed loop or an older file).
+    #[serde(default)]
+    pub max_inflight: Option<u64>,
     /// Its maximum connect burst length.
     pub max_connect_burst: u64,
     /// Its user CPU seconds.
@@ -669,6 +687,9 @@ pub struct Summary {
     /// write start, including the connect), ms. All zero for files without the data.
     #[serde(default)]
     pub issue_lateness_ms: Percentiles,
+    /// [`RunResult::generator_warnings`]: where the generator, not the server, was the limit.
+    #[serde(default)]
+    pub generator_warnings: Vec<String>,
 }
 
 /// The complete result of one client run or of a merge of several.
@@ -739,6 +760,7 @@ impl RunResult {
             started_unix_ms: f.started_unix_ms,
             duration_ns: p.duration_ns,
             max_concurrent: f.max_concurrent,
+            max_inflight: f.max_inflight,
             max_connect_burst: f.max_connect_burst,
             cpu_user_s: f.cpu_user_s,
             cpu_system_s: f.cpu_system_s,
@@ -799,7 +821,54 @@ impl RunResult {
                 &self.histograms.issue_lateness,
                 &self.moments.issue_lateness,
             ),
+            generator_warnings: Vec::new(),
         };
+        self.summary.generator_warnings = self.generator_warnings();
+    }
+
+    /// Why the generator, rather than the server, may have shaped this run (as wrk2 warns):
+    /// arrivals refused by the in-flight cap, and connections the generator itself started
+    /// late. Empty when neither happened (late starts count from 10 connections and 1 %).
+    pub fn generator_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let attempted = self.counts.conns_attempted.max(1) as f64;
+        let capped = self.counts.conns_capped;
+        if capped > 0 {
+            let caps: Vec<u64> = self.clients.iter().filter_map(|c| c.max_inflight).collect();
+            let cap = match caps.as_slice() {
+                [] => "the --max-inflight cap".to_string(),
+                [one] => format!("--max-inflight {one}"),
+                many => format!(
+                    "--max-inflight ({} per client, {} in all)",
+                    many.iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                    many.iter().sum::<u64>()
+                ),
+            };
+            out.push(format!(
+                "{capped} of {} connections ({:.1} %) were not started because {cap} connections \
+                 were already open; they count as fd-unavail errors. Connections were offered \
+                 faster than the server completed them; raise --max-inflight to queue more.",
+                self.counts.conns_attempted,
+                capped as f64 * 100.0 / attempted
+            ));
+        }
+        let late = self.counts.starts_late;
+        let started = self.moments.start_lateness.count.max(1) as f64;
+        if late >= 10 && late as f64 > 0.01 * started {
+            out.push(format!(
+                "{late} connections ({:.1} %) started more than {} ms after their scheduled \
+                 instant (worst {:.1} ms): the generator itself fell behind the schedule, so the \
+                 offered rate was not fully offered; use more --threads or client processes, or \
+                 a lower rate.",
+                late as f64 * 100.0 / started,
+                crate::record::LATE_START_NS / 1_000_000,
+                self.moments.start_lateness.max_ns as f64 / 1e6
+            ));
+        }
+        out
     }
 
     /// httperf "test-duration" in seconds.

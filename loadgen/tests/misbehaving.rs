@@ -78,6 +78,65 @@ fn stall_is_a_client_timeout() {
 }
 
 #[test]
+fn overload_is_capped_counted_and_reset() {
+    // A server that never answers: the first --max-inflight connections stay open until the
+    // client timeout, every later arrival is refused (fd-unavail) without a socket, and the
+    // timed-out connections are aborted with a reset rather than a FIN.
+    let resets = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen_resets = resets.clone();
+    let (port, seen) = serve(move |mut s, _| {
+        read_request(&mut s);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 64];
+        if let Err(e) = std::io::Read::read(&mut s, &mut b) {
+            if e.kind() == std::io::ErrorKind::ConnectionReset {
+                seen_resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let port_s = port.to_string();
+    // 40 arrivals 10 ms apart (0.39 s of schedule), 4 allowed in flight, each held 0.5 s.
+    let o = loadgen(&[
+        "--server=127.0.0.1",
+        "--port",
+        &port_s,
+        "--rate=100",
+        "--num-conns=40",
+        "--timeout=0.5",
+        "--max-inflight=4",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = result(&json);
+    assert_eq!(r.counts.conns_attempted, 40);
+    assert_eq!(r.counts.conns_capped, 36);
+    assert_eq!(r.errors.fd_unavail, 36, "{:?}", r.errors);
+    assert_eq!(r.errors.client_timo, 4, "{:?}", r.errors);
+    assert_eq!(r.max_concurrent, 4);
+    assert_eq!(r.clients[0].max_inflight, Some(4));
+    assert!(stdout(&o).contains("Errors: fd-unavail 36 addrunavail 0"));
+    let warnings = &r.summary.generator_warnings;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("36 of 40 connections"), "{warnings:?}");
+    assert!(warnings[0].contains("--max-inflight 4"), "{warnings:?}");
+    assert!(
+        stderr(&o).contains("loadgen: warning: 36 of 40 connections"),
+        "{}",
+        stderr(&o)
+    );
+    // Only the admitted connections reached the server, and each was reset.
+    assert_eq!(seen.conns.load(std::sync::atomic::Ordering::Relaxed), 4);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while resets.load(std::sync::atomic::Ordering::Relaxed) < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(resets.load(std::sync::atomic::Ordering::Relaxed), 4);
+}
+
+#[test]
 fn think_timeout_extends_the_wait_for_the_first_byte() {
     let (port, _) = serve(|mut s, _| {
         read_request(&mut s);
