@@ -37,8 +37,42 @@ pub struct Cli {
 pub enum Command {
     /// Run the balancer (needs root or CAP_NET_RAW + CAP_NET_ADMIN).
     Run(Box<RunArgs>),
-    /// Fetch a running balancer's counters from its control endpoint and print them.
+    /// Fetch a running balancer's counters from its control endpoint and print them
+    /// (with its membership and target health when those are on).
     Stats(StatsArgs),
+    /// Withdraw a running balancer from ownership: peers take its buckets, its established
+    /// flows continue (needs peers).
+    Drain(ControlArgs),
+    /// Undo `drain`: the balancer rejoins (listen, ready, claim).
+    Undrain(ControlArgs),
+    /// Set a target's scheduling weight on a running balancer (0 quiesces it).
+    Weight(WeightArgs),
+}
+
+/// Options of the commands that only talk to a control endpoint.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The balancer's control endpoint (its `--control`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub control: SocketAddr,
+    /// Give up after this many milliseconds.
+    #[arg(long = "timeout-ms", value_name = "MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub timeout_ms: u64,
+}
+
+/// `balancer weight` options.
+#[derive(Debug, Args)]
+pub struct WeightArgs {
+    /// Endpoint and timeout.
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// The target: `local`, or `realN` (N as in `balancer stats`).
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// Its new weight, 0..=65535.
+    #[arg(value_name = "WEIGHT", value_parser = clap::value_parser!(u32).range(0..=65535))]
+    pub weight: u32,
 }
 
 /// `on` / `off` switch.
@@ -613,7 +647,7 @@ mod tests {
         full.extend_from_slice(v);
         match Cli::try_parse_from(full).unwrap().command {
             Command::Run(a) => *a,
-            Command::Stats(_) => unreachable!(),
+            other => panic!("not run: {other:?}"),
         }
     }
 

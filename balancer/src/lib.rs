@@ -14,6 +14,7 @@
 //! * [`sched`]: the [`sched::Scheduler`] trait and rr, wrr, lc, wlc, sh, mh.
 //! * [`ownership`]: which live balancer owns a new flow (4096 buckets,
 //!   weighted rendezvous over the membership).
+//! * [`health`]: per-target health (rise/fall) from check results.
 //! * [`heartbeat`]: the signed heartbeat datagram (parse/emit, HMAC-SHA256).
 //! * [`membership`]: the heartbeat membership state machine (join, death,
 //!   leave, withdrawal) whose view feeds [`engine::Balancer::set_membership`].
@@ -37,6 +38,7 @@ pub mod counters;
 pub mod engine;
 pub mod fuzzing;
 pub mod hash;
+pub mod health;
 pub mod heartbeat;
 pub mod membership;
 pub mod ownership;

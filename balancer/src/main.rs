@@ -14,7 +14,7 @@ use balancer::counters::format_list;
 use balancer::status::{format_status, StatusDoc};
 use clap::Parser;
 
-use crate::cli::{Cli, Command, RunArgs, StatsArgs};
+use crate::cli::{Cli, Command, ControlArgs, RunArgs, StatsArgs};
 use crate::io::packet::PortOptions;
 use crate::io::runner::{self, RunOptions};
 
@@ -23,6 +23,36 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(a) => run(&a),
         Command::Stats(a) => stats(&a),
+        Command::Drain(a) => control(&a, "/drain".into()),
+        Command::Undrain(a) => control(&a, "/undrain".into()),
+        Command::Weight(a) => {
+            if io::control::parse_target(&a.target).is_none() {
+                eprintln!(
+                    "balancer: target {:?}: expected local or realN (as `balancer stats` names them)",
+                    a.target
+                );
+                return ExitCode::from(2);
+            }
+            control(
+                &a.control,
+                format!("/weight?target={}&weight={}", a.target, a.weight),
+            )
+        }
+    }
+}
+
+/// Sends a command to a control endpoint and prints its answer.
+fn control(a: &ControlArgs, path: String) -> ExitCode {
+    let t = Duration::from_millis(a.timeout_ms);
+    match io::control::request(a.control, "POST", &path, t) {
+        Ok(body) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("balancer: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }
 

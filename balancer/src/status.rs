@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::counters::{format_stats, Snapshot};
+use crate::health::TargetHealth;
 use crate::membership::MembershipDoc;
 
 /// Process-level figures kept by the packet thread.
@@ -67,6 +68,9 @@ pub struct StatusDoc {
     /// Heartbeat membership (absent without peers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub membership: Option<MembershipDoc>,
+    /// Health checks per target (absent when checks are off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Vec<TargetHealth>>,
 }
 
 impl StatusDoc {
@@ -119,6 +123,24 @@ pub fn format_status(d: &StatusDoc) -> String {
     );
     if let Some(m) = &d.membership {
         format_membership(&mut o, m);
+    }
+    if let Some(h) = &d.health {
+        let _ = writeln!(o, "Health:");
+        for t in h {
+            let _ = writeln!(
+                o,
+                "  {:<8} {:<21} {:<4} for {:>7} ms, {} checks, {} failed{}",
+                t.name,
+                t.addr,
+                if t.up { "up" } else { "DOWN" },
+                t.since_ms,
+                t.checks,
+                t.failures,
+                t.last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" (last: {e})"))
+            );
+        }
     }
     o
 }
@@ -197,6 +219,7 @@ mod tests {
                 ..Default::default()
             },
             membership: None,
+            health: None,
         }
     }
 

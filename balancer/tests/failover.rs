@@ -14,6 +14,9 @@
 //! (SIGKILL) `FAILOVER_KILLS` times (default 3; each time: lb1's view drops
 //! lb2, measured from the kill to lb1's recorded change, then every request
 //! succeeds on lb1 alone; lb2 restarts, listens, rejoins and serves again);
+//! then lb2's local server (its only target) is killed: its HTTP health
+//! check fails, lb2 withdraws and lb1 serves alone; the server comes back
+//! and lb2 rejoins; `balancer drain` / `undrain` do the same by hand;
 //! finally lb2 gets SIGTERM: lb1 takes its buckets at once (no dead-after
 //! wait) and lb2 exits 0 after draining. Everything lives in 198.19.8.0/22
 //! and is deleted on drop, even on panic.
@@ -214,6 +217,12 @@ fn start_balancer(bin: &str, n: usize, key: &str) -> Proc {
             "1000",
             "--control",
             &control,
+            "--local",
+            &format!("198.19.8.{n}:80"),
+            "--health-check",
+            "http",
+            "--health-path",
+            "/stats",
         ],
         "balancer: ready (",
     )
@@ -356,6 +365,61 @@ fn survivor_takes_over_and_joiner_rejoins() {
             "detection {ms} ms > 3 intervals + 1 (+100 ms slack)"
         );
     }
+
+    // lb2's only target dies: down within 1 s, lb2 withdraws, lb1 serves alone.
+    let local2 = locals.pop().unwrap();
+    let down_at = Instant::now();
+    drop(local2);
+    wait_view(1, &[1]);
+    let m2 = membership(2);
+    assert_eq!(m2.state, balancer::heartbeat::State::Withdrawn, "{m2:?}");
+    let took = down_at.elapsed();
+    eprintln!(
+        "  lb2's local server killed -> lb1 view [1] in {} ms",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    let errs = client_gets(20);
+    assert!(errs.is_empty(), "with lb2 withdrawn: {errs:?}");
+    locals.push(Proc::start(
+        LBS[1],
+        &[
+            rsbin,
+            "--listen",
+            &format!("{VIP}:80"),
+            "--listen",
+            "198.19.8.2:80",
+            "--threads",
+            "1",
+        ],
+        "listening",
+    ));
+    wait_view(1, &[1, 2]);
+    wait_view(2, &[1, 2]);
+
+    // Operator drain and undrain through the subcommands.
+    for (cmd, view) in [("drain", &[1u32][..]), ("undrain", &[1, 2][..])] {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                LBS[1],
+                bin,
+                cmd,
+                "--control",
+                "198.19.8.2:9100",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_view(1, view);
+    }
+    let errs = client_gets(20);
+    assert!(errs.is_empty(), "after undrain: {errs:?}");
 
     // Graceful leave: lb1 takes over at once, lb2 drains and exits 0.
     let pid = lb2.child.id() as libc::pid_t;

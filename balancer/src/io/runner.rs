@@ -48,17 +48,21 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use balancer::config::CheckKind;
 use balancer::config::Config;
 use balancer::conntrack::TcpState;
 use balancer::engine::{Action, Balancer, Iface, Interfaces};
+use balancer::health::Health;
 use balancer::heartbeat::{Key, State, MAX_LEN};
 use balancer::membership::{Node, Timing};
+use balancer::sched::Target;
 use balancer::status::{ProcessInfo, StatusDoc};
 use balancer::wire::{arp_request, parse_arp, ETHERTYPE_ARP};
 
 use super::arp::Resolver;
 use super::batch::{drain, next_want, Batch, MAX_BATCH};
-use super::control::{self, DocRequest};
+use super::control::{self, Command, Request};
+use super::health::{self as checker, CheckResult};
 use super::heartbeat::HeartbeatSocket;
 use super::packet::{find_interface, IoMode, Port, PortOptions, Recv};
 use super::sys::{self, Waker};
@@ -88,6 +92,14 @@ pub fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Health checks of the packet loop (only when enabled).
+struct Checks {
+    health: Health,
+    /// Engine target of each checked index.
+    targets: Vec<Target>,
+    results: Receiver<CheckResult>,
 }
 
 /// Heartbeat membership state of the packet loop (only with peers).
@@ -134,7 +146,7 @@ struct Loop {
     start: Instant,
     cpu0: Duration,
     rate: Rate,
-    requests: Receiver<DocRequest>,
+    requests: Receiver<Request>,
     waker: Waker,
     tick: Duration,
     logged_rx_error: [bool; 2],
@@ -144,6 +156,9 @@ struct Loop {
     ready_line: Option<String>,
     drain: Duration,
     drain_until: Option<Instant>,
+    checks: Option<Checks>,
+    /// Withdrawn by the operator (`POST /drain`).
+    drained: bool,
 }
 
 fn open_tun(name: &str, vip: Ipv4Addr) -> anyhow::Result<File> {
@@ -209,6 +224,7 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
     waker
         .install_signal_handlers()
         .context("installing SIGINT/SIGTERM handlers")?;
+    let checks = start_checks(&cfg, &waker, start)?;
     let (req_tx, req_rx) = mpsc::channel();
     control::spawn(
         listener,
@@ -271,10 +287,52 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         cluster,
         drain: Duration::from_millis(cfg.cluster.heartbeat.drain_ms.into()),
         drain_until: None,
+        checks,
+        drained: false,
     };
     l.run()?;
     l.summary();
     Ok(())
+}
+
+/// Starts the health checker when checks are on: the local server (with
+/// bi-active) and every real server, all up at first.
+fn start_checks(cfg: &Config, waker: &Waker, start: Instant) -> anyhow::Result<Option<Checks>> {
+    if cfg.health.check == CheckKind::None {
+        return Ok(None);
+    }
+    let mut targets = Vec::new();
+    let mut addrs = Vec::new();
+    let mut names = Vec::new();
+    if cfg.bi_active {
+        targets.push(Target::Local);
+        let a = std::net::SocketAddrV4::new(cfg.local.addr, cfg.local.port);
+        addrs.push(a);
+        names.push((Target::Local.to_string(), a.to_string()));
+    }
+    for (i, r) in cfg.real_servers.iter().enumerate() {
+        let t = Target::Real(i as u16);
+        targets.push(t);
+        addrs.push(r.endpoint());
+        names.push((t.to_string(), r.endpoint().to_string()));
+    }
+    let (tx, rx) = mpsc::channel();
+    let wake = waker.handle().context("cloning the wake-up pipe")?;
+    checker::spawn(addrs, cfg.health.clone(), tx, wake)?;
+    eprintln!(
+        "balancer: health checks ({}) of {} targets every {} ms, timeout {} ms, rise {}, fall {}",
+        cfg.health.check.name(),
+        targets.len(),
+        cfg.health.interval_ms,
+        cfg.health.timeout_ms,
+        cfg.health.rise,
+        cfg.health.fall
+    );
+    Ok(Some(Checks {
+        health: Health::new(&names, cfg.health.rise, cfg.health.fall, start.elapsed()),
+        targets,
+        results: rx,
+    }))
 }
 
 /// The membership node and heartbeat socket, when the configuration lists
@@ -429,6 +487,7 @@ impl Loop {
             if fds[2].revents != 0 {
                 self.waker.drain();
                 self.answer();
+                self.health_results();
             }
             if fds[3].revents != 0 {
                 self.receive_heartbeats();
@@ -699,6 +758,61 @@ impl Loop {
             .any(|(s, n)| *n > 0 && !matches!(s, TcpState::TimeWait | TcpState::Close))
     }
 
+    /// Applies the checker's results: transitions mark targets up or down
+    /// in the engine; no healthy target (or an operator drain) withdraws
+    /// the node from ownership.
+    fn health_results(&mut self) {
+        let now = self.start.elapsed();
+        let Some(ch) = self.checks.as_mut() else {
+            return;
+        };
+        while let Ok((i, r)) = ch.results.try_recv() {
+            let Some(t) = ch.health.record(i, now, r.clone()) else {
+                continue;
+            };
+            let target = ch.targets.get(i).copied().unwrap_or(Target::Local);
+            self.bal.set_up(target, t.up);
+            eprintln!(
+                "balancer: target {target} is {}{}",
+                if t.up { "up" } else { "DOWN" },
+                r.err().map_or(String::new(), |e| format!(" ({e})"))
+            );
+        }
+        self.update_withdrawal("health checks");
+    }
+
+    /// Withdraws from ownership when drained or no target is healthy;
+    /// `by` says what asked (for the log line).
+    fn update_withdrawal(&mut self, by: &str) {
+        let healthy = self.checks.as_ref().is_none_or(|c| c.health.any_up());
+        let want = self.drained || !healthy;
+        if let Some(c) = self.cluster.as_mut() {
+            if c.node.withdrawn() != want {
+                c.node.set_withdrawn(want);
+                eprintln!(
+                    "balancer: {} ownership ({})",
+                    if want {
+                        "withdrawing from"
+                    } else {
+                        "rejoining"
+                    },
+                    if self.drained {
+                        "drained by the operator"
+                    } else if healthy {
+                        "a target is healthy again"
+                    } else {
+                        "no healthy target"
+                    }
+                );
+                // Announce now rather than at the next deadline.
+                let now = self.start.elapsed();
+                if let Some(d) = c.node.tick(now, wall_ms()) {
+                    c.sock.send(&d);
+                }
+            }
+        }
+    }
+
     /// When the membership node next needs a tick.
     fn membership_deadline(&self) -> Instant {
         match &self.cluster {
@@ -796,8 +910,47 @@ impl Loop {
         self.answer();
     }
 
-    fn answer(&self) {
-        control::answer(&self.requests, || self.doc());
+    /// Answers the control thread's pending requests.
+    fn answer(&mut self) {
+        while let Ok(r) = self.requests.try_recv() {
+            match r {
+                Request::Doc(reply) => {
+                    let _ = reply.try_send(self.doc());
+                }
+                Request::Command(c, reply) => {
+                    let _ = reply.try_send(self.command(c));
+                }
+            }
+        }
+    }
+
+    /// Carries out an operator command.
+    fn command(&mut self, c: Command) -> Result<String, String> {
+        match c {
+            Command::Drain | Command::Undrain => {
+                if self.cluster.is_none() {
+                    return Err("no peers configured: nobody would take over the buckets".into());
+                }
+                self.drained = c == Command::Drain;
+                self.update_withdrawal("control");
+                Ok(if self.drained {
+                    "drained: no new flows here; established flows continue".into()
+                } else {
+                    "undrained: rejoining ownership".into()
+                })
+            }
+            Command::Weight { target, weight } => {
+                if target == Target::Local && !self.bal.snapshot().bi_active {
+                    return Err("bi-active is off: the local server takes no flows".into());
+                }
+                if self.bal.set_weight(target, weight) {
+                    eprintln!("balancer: weight of {target} set to {weight} (control)");
+                    Ok(format!("weight of {target} set to {weight}"))
+                } else {
+                    Err(format!("no target {target}"))
+                }
+            }
+        }
     }
 
     fn process(&self) -> ProcessInfo {
@@ -837,10 +990,15 @@ impl Loop {
             .cluster
             .as_ref()
             .map(|c| c.node.doc(self.start.elapsed(), snapshot.owned_buckets));
+        let health = self
+            .checks
+            .as_ref()
+            .map(|c| c.health.doc(self.start.elapsed()));
         StatusDoc {
             snapshot,
             process: self.process(),
             membership,
+            health,
         }
     }
 
