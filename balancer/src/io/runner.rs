@@ -790,18 +790,16 @@ impl Loop {
             if c.node.withdrawn() != want {
                 c.node.set_withdrawn(want);
                 eprintln!(
-                    "balancer: {} ownership ({})",
+                    "balancer: {} ownership ({by}: {})",
                     if want {
                         "withdrawing from"
                     } else {
                         "rejoining"
                     },
-                    if self.drained {
-                        "drained by the operator"
-                    } else if healthy {
-                        "a target is healthy again"
-                    } else {
-                        "no healthy target"
+                    match (self.drained, healthy) {
+                        (true, _) => "drained",
+                        (false, true) => "not drained, a target is healthy",
+                        (false, false) => "no healthy target",
                     }
                 );
                 // Announce now rather than at the next deadline.
