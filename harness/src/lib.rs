@@ -19,6 +19,8 @@
 //! - [`nsnet`]: TCP probes and HTTP `GET`s from inside a node's namespace.
 //! - [`experiment`]: one experiment point as data (servers, balancer
 //!   configs, loadgen arguments) and its tables and JSON record (pure).
+//! - [`failover`]: per-fault outcome (membership change delay, first
+//!   clean timeline bin), summary and timeline CSV (pure).
 //! - [`fault`]: `--fault at=T,ACTION=NODE` and `--down NODE` as data,
 //!   checked against the topology and run length (pure).
 //! - [`run`]: `harness run` / `harness demo`: starts everything, runs the
@@ -35,6 +37,7 @@ pub mod cgroup;
 pub mod discover;
 pub mod exec;
 pub mod experiment;
+pub mod failover;
 pub mod fault;
 pub mod net;
 pub mod nsnet;
