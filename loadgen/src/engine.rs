@@ -43,6 +43,35 @@
 //! with TIME_WAIT sockets above ~10 k conn/s and connect() becomes slow (the kernel scans for a
 //! free port): 20 k conn/s then collapsed to ~6 k replies/s in our measurement.
 //!
+//! Overload: past the server's capacity an open loop offers connections faster than they
+//! complete, so they pile up. Unbounded, that collapsed the run (nginx, 1 worker, on CPU 0,
+//! loadgen on CPU 1, `--num-calls 1 --timeout 5`, 6 s of arrivals): at 3x the capacity
+//! ~20 000 sockets piled up (the ephemeral ports), connect() spent its time searching for a
+//! free port, loadgen used 95-150 % of a core in the kernel, and the reply rate fell to ~600/s
+//! while httperf, whose select() caps it near 1 020 connections, kept ~10 000/s. Now an
+//! open-loop arrival that finds `--max-inflight` (default 1 024) connections open is not
+//! started: it counts as an attempted connection and an `fd-unavail` error, as in httperf when
+//! it has no descriptor, at no system-call cost. A connection that times out is closed with a
+//! reset (SO_LINGER 0), so the server drops it and its queued request instead of serving a
+//! client that gave up, and neither side keeps FIN_WAIT/TIME_WAIT sockets for it. Both facts
+//! that make the generator, not the server, the limit are counted and printed as warnings
+//! ([`crate::result::RunResult::generator_warnings`]): arrivals refused by the cap, and
+//! connections the generator started more than 1 ms late (a CPU-bound generator).
+//!
+//! Measured with `python3 scripts/bench.py --only overload --repeat 3` (medians of 3 alternating
+//! runs; capacity = wrk -c64 close-per-request, 19 022 req/s in that run; reply rate is httperf's
+//! sampled figure; CPU from each tool's own CPU line, per reply):
+//!
+//! | offered (conn/s)      | httperf 0.9.0       | loadgen              | loadgen before the cap |
+//! |-----------------------|---------------------|----------------------|------------------------|
+//! | 9 511 (half)          | 9 509, 104.6 µs CPU | 9 510, 87.4 µs CPU   | -                      |
+//! | 19 022 (capacity)     | 13 908              | 17 304               | -                      |
+//! | 57 065 (3x)           | 13 078              | 17 778               | 622 (at 42 000, 2 runs)|
+//!
+//! A cap of 1 024 and of 4 096 gave the same reply rates at 3x within the machine's noise
+//! (13 254 vs 12 728 replies/s, 2 alternating runs at 42 000 conn/s); 4 096 leaves more room for
+//! slow replies below saturation.
+//!
 //! Timing: schedules are absolute (`start + offset`), so late wake-ups never accumulate drift;
 //! a wake-up issues every arrival already due. The driver sleeps on a [`Pacer`] (a timerfd in
 //! the worker's own reactor, see `pacer.rs`), not on tokio's timer: tokio rounds deadlines up to

@@ -150,8 +150,9 @@ pub struct Measured {
     /// 99th-percentile latency, ms; `None` for httperf.
     #[serde(default)]
     pub p99_ms: Option<f64>,
-    /// Why the generator rather than the system under test was the limit, when the harness
-    /// established it (e.g. client CPU saturated); `None` otherwise.
+    /// Why the generator rather than the system under test was the limit: loadgen's own
+    /// warnings (in-flight cap hit, late starts: `RunResult::generator_warnings`), or what the
+    /// harness established; `None` otherwise.
     #[serde(default)]
     pub generator_limited: Option<String>,
 }
@@ -389,7 +390,12 @@ impl Measured {
             errors_by_kind: errors_by_kind(&r.errors),
             p50_ms: has_latency.then_some(r.summary.latency_ms.p50),
             p99_ms: has_latency.then_some(r.summary.latency_ms.p99),
-            generator_limited: None,
+            // loadgen's own wrk2-style warnings (in-flight cap hit, late starts), recomputed
+            // from the exact counters so that results written before they existed get them too.
+            generator_limited: {
+                let w = r.generator_warnings();
+                (!w.is_empty()).then(|| w.join(" "))
+            },
         }
     }
 
@@ -572,6 +578,13 @@ mod tests {
         assert!((98.0..=100.0).contains(&p99), "{p99}");
         assert_eq!(m.error_rate_pct(), r.error_rate_percent());
         assert_eq!(m.error_rate_replies_pct(), r.error_rate_replies_percent());
+        assert_eq!(m.generator_limited, None);
+        // Arrivals refused by loadgen's in-flight cap: the generator says so, and so do we.
+        let mut capped = r.clone();
+        capped.counts.conns_capped = 7;
+        let m = Measured::from_loadgen(&capped);
+        let why = m.generator_limited.expect("cap hit is reported");
+        assert!(why.starts_with("7 of 1010 connections"), "{why}");
     }
 
     #[test]
