@@ -285,6 +285,135 @@ fn client_gets(k: usize) -> Vec<String> {
     })
 }
 
+/// Runs loadgen in the client namespace (open loop, `rate` conn/s for
+/// `secs`), calling `during` after `at_s` seconds; returns its JSON result.
+fn load(
+    bin_dir: &std::path::Path,
+    rate: u32,
+    secs: u32,
+    at_s: f64,
+    during: impl FnOnce(),
+) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let lg = bin_dir.join("loadgen");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", CLI])
+        .arg(&lg)
+        .args([
+            &format!("http://{VIP}:80/"),
+            "--rate",
+            &rate.to_string(),
+            "--duration",
+            &format!("{secs}s"),
+            "--timeout",
+            "3",
+            "--no-progress",
+            "--json",
+        ])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", lg.display()));
+    std::thread::sleep(Duration::from_secs_f64(at_s));
+    during();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "loadgen {st:?}");
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+/// Open-loop load while lb2 is killed: the flows lb1 and lb2 open add up to
+/// the connections the client made (no SYN answered twice), and every
+/// connection starting 1.5 s after the kill succeeds (the timeline by
+/// connection start says which failed).
+#[test]
+fn kill_under_load() {
+    if !have_root("kill_under_load") {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_balancer");
+    let dir = PathBuf::from(bin).parent().unwrap().to_path_buf();
+    for b in ["realserver", "loadgen"] {
+        assert!(
+            dir.join(b).exists(),
+            "{b} is missing: `cargo build --workspace` (done by `just test`)"
+        );
+    }
+    let rsbin = dir.join("realserver");
+    let rsbin = rsbin.to_str().unwrap();
+    let keydir = tempfile::tempdir().unwrap();
+    let keyfile = keydir.path().join("cluster.key");
+    std::fs::write(&keyfile, "failover-test-cluster-key-0123456789\n").unwrap();
+    let key = keyfile.to_str().unwrap();
+    let _topo = Topology::up();
+    let mut _locals = Vec::new();
+    for (i, ns) in LBS.iter().enumerate() {
+        let front = format!("198.19.8.{}:80", i + 1);
+        _locals.push(Proc::start(
+            ns,
+            &[
+                rsbin,
+                "--listen",
+                &format!("{VIP}:80"),
+                "--listen",
+                &front,
+                "--threads",
+                "1",
+            ],
+            "listening",
+        ));
+    }
+    let _lb1 = start_balancer(bin, 1, key);
+    let lb2 = start_balancer(bin, 2, key);
+    wait_view(1, &[1, 2]);
+    wait_view(2, &[1, 2]);
+
+    // No fault: every connection opened exactly once, by one balancer.
+    let (o1, o2) = (opened(1), opened(2));
+    let r = load(&dir, 200, 2, 0.0, || {});
+    let attempted = r["counts"]["conns_attempted"].as_u64().unwrap();
+    let (d1, d2) = (opened(1) - o1, opened(2) - o2);
+    eprintln!("  no fault: {attempted} connections, flows opened lb1 {d1} + lb2 {d2}");
+    assert_eq!(d1 + d2, attempted, "a SYN answered twice or not at all");
+    assert!(d1 > 0 && d2 > 0);
+    assert_eq!(
+        r["errors"]["total"].as_u64().unwrap_or(0),
+        0,
+        "{}",
+        r["errors"]
+    );
+
+    // SIGKILL lb2 2 s into a 6 s run at 200 conn/s.
+    let pid = lb2.child.id() as libc::pid_t;
+    let mut killed_at = 0;
+    let r = load(&dir, 200, 6, 2.0, || {
+        killed_at = wall_ms();
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    });
+    drop(lb2);
+    let kill_ms = killed_at - r["started_unix_ms"].as_u64().unwrap();
+    let bins = r["timeline"].as_array().unwrap();
+    let mut failed_before = 0;
+    for b in bins {
+        let (t, e) = (b["t_ms"].as_u64().unwrap(), b["errors"].as_u64().unwrap());
+        if e > 0 {
+            eprintln!("  bin {t} ms: {} started, {e} failed", b["started"]);
+        }
+        if t + 100 <= kill_ms.saturating_sub(3000) {
+            assert_eq!(e, 0, "errors before the kill at {kill_ms} ms, bin {t}");
+        }
+        if t >= kill_ms + 1500 {
+            assert_eq!(e, 0, "bin {t} ms (kill at {kill_ms} ms) has failures");
+        }
+        failed_before += e;
+    }
+    eprintln!(
+        "  kill at {kill_ms} ms under 200 conn/s: {} connections, {failed_before} failed, none starting 1.5 s or more after the kill",
+        r["counts"]["conns_attempted"]
+    );
+}
+
 #[test]
 fn survivor_takes_over_and_joiner_rejoins() {
     if !have_root("survivor_takes_over_and_joiner_rejoins") {
