@@ -40,6 +40,13 @@ const LBS: [&str; 2] = ["bal-flb1", "bal-flb2"];
 const VIP: &str = "198.19.9.100";
 const VIP_MAC: &str = "01:00:5e:13:09:64";
 
+/// The tests of this file share namespace names: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -294,6 +301,17 @@ fn load(
     at_s: f64,
     during: impl FnOnce(),
 ) -> serde_json::Value {
+    load_with(bin_dir, &["--rate", &rate.to_string()], secs, at_s, during)
+}
+
+/// [`load`] with other loadgen options (e.g. closed loop).
+fn load_with(
+    bin_dir: &std::path::Path,
+    opts: &[&str],
+    secs: u32,
+    at_s: f64,
+    during: impl FnOnce(),
+) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("load.json");
     let lg = bin_dir.join("loadgen");
@@ -302,8 +320,6 @@ fn load(
         .arg(&lg)
         .args([
             &format!("http://{VIP}:80/"),
-            "--rate",
-            &rate.to_string(),
             "--duration",
             &format!("{secs}s"),
             "--timeout",
@@ -312,6 +328,7 @@ fn load(
             "--json",
         ])
         .arg(&json)
+        .args(opts)
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", lg.display()));
@@ -331,6 +348,7 @@ fn kill_under_load() {
     if !have_root("kill_under_load") {
         return;
     }
+    let _serial = serial();
     let bin = env!("CARGO_BIN_EXE_balancer");
     let dir = PathBuf::from(bin).parent().unwrap().to_path_buf();
     for b in ["realserver", "loadgen"] {
@@ -414,11 +432,82 @@ fn kill_under_load() {
     );
 }
 
+/// Closed-loop keep-alive load (24 connections of 200 calls each) while lb2
+/// joins: flows established on lb1 stay there (none reset or answered
+/// twice), and lb2 serves the connections opened after it joined.
+#[test]
+fn join_under_keepalive_load() {
+    if !have_root("join_under_keepalive_load") {
+        return;
+    }
+    let _serial = serial();
+    let bin = env!("CARGO_BIN_EXE_balancer");
+    let dir = PathBuf::from(bin).parent().unwrap().to_path_buf();
+    for b in ["realserver", "loadgen"] {
+        assert!(
+            dir.join(b).exists(),
+            "{b} is missing: `cargo build --workspace` (done by `just test`)"
+        );
+    }
+    let rsbin = dir.join("realserver");
+    let rsbin = rsbin.to_str().unwrap();
+    let keydir = tempfile::tempdir().unwrap();
+    let keyfile = keydir.path().join("cluster.key");
+    std::fs::write(&keyfile, "failover-test-cluster-key-0123456789\n").unwrap();
+    let key = keyfile.to_str().unwrap();
+    let _topo = Topology::up();
+    let mut _locals = Vec::new();
+    for (i, ns) in LBS.iter().enumerate() {
+        let front = format!("198.19.8.{}:80", i + 1);
+        _locals.push(Proc::start(
+            ns,
+            &[
+                rsbin,
+                "--listen",
+                &format!("{VIP}:80"),
+                "--listen",
+                &front,
+                "--threads",
+                "1",
+            ],
+            "listening",
+        ));
+    }
+    let _lb1 = start_balancer(bin, 1, key);
+    wait_view(1, &[1]);
+    let before2 = served(2);
+    let mut lb2 = None;
+    let r = load_with(
+        &dir,
+        &["--concurrency", "24", "--num-calls", "200"],
+        6,
+        2.0,
+        || {
+            lb2 = Some(start_balancer(bin, 2, key));
+        },
+    );
+    let m = membership(1);
+    assert_eq!(m.view, [1, 2], "{m:?}");
+    let errors: u64 = r["errors"]
+        .as_object()
+        .map_or(0, |o| o.values().filter_map(|v| v.as_u64()).sum());
+    let (conns, replies) = (
+        r["counts"]["conns_attempted"].as_u64().unwrap(),
+        r["counts"]["replies_received"].as_u64().unwrap(),
+    );
+    let served2 = served(2) - before2;
+    eprintln!("  join under keep-alive load: {conns} connections, {replies} replies, {errors} errors; lb2 served {served2} requests after joining");
+    assert_eq!(errors, 0, "{}", r["errors"]);
+    assert!(served2 > 0, "lb2 serves connections opened after it joined");
+    drop(lb2);
+}
+
 #[test]
 fn survivor_takes_over_and_joiner_rejoins() {
     if !have_root("survivor_takes_over_and_joiner_rejoins") {
         return;
     }
+    let _serial = serial();
     let bin = env!("CARGO_BIN_EXE_balancer");
     let realserver: PathBuf = PathBuf::from(bin).with_file_name("realserver");
     assert!(
