@@ -430,6 +430,24 @@ fn kill_under_load() {
         "  kill at {kill_ms} ms under 200 conn/s: {} connections, {failed_before} failed, none starting 1.5 s or more after the kill",
         r["counts"]["conns_attempted"]
     );
+
+    // Graceful stop (SIGTERM) under load: no connection fails at all.
+    let mut lb2 = start_balancer(bin, 2, key);
+    wait_view(1, &[1, 2]);
+    let pid = lb2.child.id() as libc::pid_t;
+    let r = load(&dir, 200, 4, 1.5, || {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    });
+    let errors: u64 = r["errors"]
+        .as_object()
+        .map_or(0, |o| o.values().filter_map(|v| v.as_u64()).sum());
+    eprintln!(
+        "  SIGTERM at 1.5 s under 200 conn/s: {} connections, {errors} failed",
+        r["counts"]["conns_attempted"]
+    );
+    assert_eq!(errors, 0, "{}", r["errors"]);
+    assert!(lb2.child.wait().unwrap().success());
 }
 
 /// Closed-loop keep-alive load (24 connections of 200 calls each) while lb2
