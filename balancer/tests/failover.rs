@@ -448,6 +448,60 @@ fn kill_under_load() {
     );
     assert_eq!(errors, 0, "{}", r["errors"]);
     assert!(lb2.child.wait().unwrap().success());
+
+    // lb2's only target (its local server) dies 1 s into an 8 s run and
+    // comes back at 4 s: failures only in the 2 s after the kill.
+    let _lb2 = start_balancer(bin, 2, key);
+    wait_view(1, &[1, 2]);
+    let local2 = _locals.pop();
+    let t0 = wall_ms();
+    let mut restart = None;
+    let r = load(&dir, 200, 8, 1.0, || {
+        drop(local2);
+        let down_ms = wall_ms() - t0;
+        std::thread::sleep(Duration::from_millis(3000));
+        restart = Some((
+            down_ms,
+            wall_ms() - t0,
+            Proc::start(
+                LBS[1],
+                &[
+                    rsbin,
+                    "--listen",
+                    &format!("{VIP}:80"),
+                    "--listen",
+                    "198.19.8.2:80",
+                    "--threads",
+                    "1",
+                ],
+                "listening",
+            ),
+        ));
+    });
+    let (down_ms, up_ms, _local2) = restart.unwrap();
+    let shift = r["started_unix_ms"].as_u64().unwrap().saturating_sub(t0);
+    let (down_ms, up_ms) = (down_ms.saturating_sub(shift), up_ms.saturating_sub(shift));
+    let mut failed = 0;
+    for b in r["timeline"].as_array().unwrap() {
+        let (t, e) = (b["t_ms"].as_u64().unwrap(), b["errors"].as_u64().unwrap());
+        failed += e;
+        if e > 0 {
+            eprintln!("  bin {t} ms: {} started, {e} failed", b["started"]);
+        }
+        let quiet =
+            (t + 100 <= down_ms) || (t >= down_ms + 2000 && t + 100 <= up_ms) || t >= up_ms + 2000;
+        if quiet {
+            assert_eq!(
+                e, 0,
+                "bin {t} ms (target down at {down_ms} ms, back at {up_ms} ms)"
+            );
+        }
+    }
+    eprintln!(
+        "  target down at {down_ms} ms, back at {up_ms} ms under 200 conn/s: {} connections, {failed} failed, none 2 s or more after either",
+        r["counts"]["conns_attempted"]
+    );
+    wait_view(1, &[1, 2]);
 }
 
 /// Closed-loop keep-alive load (24 connections of 200 calls each) while lb2
