@@ -32,7 +32,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use balancer::membership::{Cause, MembershipDoc};
-use common::{have_root, http_get, in_ns, sh, with_ns, Proc};
+use common::{drop_vip_on_front, have_root, http_get, in_ns, sh, with_ns, Proc};
 
 const SW: &str = "bal-fsw";
 const CLI: &str = "bal-fcli";
@@ -167,27 +167,7 @@ impl Topology {
                     &["sysctl", "-qw", &format!("net.ipv4.conf.{dev}.rp_filter=0")],
                 );
             }
-            // The kernel must not take the VIP's frames from front itself.
-            in_ns(ns, &["nft", "add", "table", "ip", "bal"]);
-            in_ns(
-                ns,
-                &[
-                    "nft",
-                    "add",
-                    "chain",
-                    "ip",
-                    "bal",
-                    "pre",
-                    "{ type filter hook prerouting priority -300; }",
-                ],
-            );
-            in_ns(
-                ns,
-                &[
-                    "nft", "add", "rule", "ip", "bal", "pre", "iifname", "front", "ip", "daddr",
-                    VIP, "drop",
-                ],
-            );
+            drop_vip_on_front(ns, VIP);
         }
         t
     }
@@ -339,6 +319,71 @@ fn load_with(
     serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
 }
 
+/// Everything a test needs: binaries, the cluster key file, the topology
+/// and a local server in each LB namespace (dropped in reverse order).
+struct Setup {
+    bin: &'static str,
+    dir: PathBuf,
+    rsbin: String,
+    key: String,
+    locals: Vec<Proc>,
+    _topo: Topology,
+    _keydir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let bin = env!("CARGO_BIN_EXE_balancer");
+        let dir = PathBuf::from(bin).parent().unwrap().to_path_buf();
+        for b in ["realserver", "loadgen"] {
+            assert!(
+                dir.join(b).exists(),
+                "{b} is missing: `cargo build --workspace` (done by `just test`)"
+            );
+        }
+        let rsbin = dir.join("realserver").to_str().unwrap().to_string();
+        let keydir = tempfile::tempdir().unwrap();
+        let keyfile = keydir.path().join("cluster.key");
+        std::fs::write(&keyfile, "failover-test-cluster-key-0123456789\n").unwrap();
+        let topo = Topology::up();
+        let mut s = Setup {
+            bin,
+            dir,
+            rsbin,
+            key: keyfile.to_str().unwrap().to_string(),
+            locals: Vec::new(),
+            _topo: topo,
+            _keydir: keydir,
+        };
+        for n in 1..=2 {
+            let p = s.local(n);
+            s.locals.push(p);
+        }
+        s
+    }
+
+    /// Starts balancer `n`'s local server (VIP and front address, port 80).
+    fn local(&self, n: usize) -> Proc {
+        Proc::start(
+            LBS[n - 1],
+            &[
+                &self.rsbin,
+                "--listen",
+                &format!("{VIP}:80"),
+                "--listen",
+                &format!("198.19.8.{n}:80"),
+                "--threads",
+                "1",
+            ],
+            "listening",
+        )
+    }
+
+    fn balancer(&self, n: usize) -> Proc {
+        start_balancer(self.bin, n, &self.key)
+    }
+}
+
 /// Open-loop load while lb2 is killed: the flows lb1 and lb2 open add up to
 /// the connections the client made (no SYN answered twice), and every
 /// connection starting 1.5 s after the kill succeeds (the timeline by
@@ -349,40 +394,10 @@ fn kill_under_load() {
         return;
     }
     let _serial = serial();
-    let bin = env!("CARGO_BIN_EXE_balancer");
-    let dir = PathBuf::from(bin).parent().unwrap().to_path_buf();
-    for b in ["realserver", "loadgen"] {
-        assert!(
-            dir.join(b).exists(),
-            "{b} is missing: `cargo build --workspace` (done by `just test`)"
-        );
-    }
-    let rsbin = dir.join("realserver");
-    let rsbin = rsbin.to_str().unwrap();
-    let keydir = tempfile::tempdir().unwrap();
-    let keyfile = keydir.path().join("cluster.key");
-    std::fs::write(&keyfile, "failover-test-cluster-key-0123456789\n").unwrap();
-    let key = keyfile.to_str().unwrap();
-    let _topo = Topology::up();
-    let mut _locals = Vec::new();
-    for (i, ns) in LBS.iter().enumerate() {
-        let front = format!("198.19.8.{}:80", i + 1);
-        _locals.push(Proc::start(
-            ns,
-            &[
-                rsbin,
-                "--listen",
-                &format!("{VIP}:80"),
-                "--listen",
-                &front,
-                "--threads",
-                "1",
-            ],
-            "listening",
-        ));
-    }
-    let _lb1 = start_balancer(bin, 1, key);
-    let lb2 = start_balancer(bin, 2, key);
+    let mut setup = Setup::new();
+    let dir = setup.dir.clone();
+    let _lb1 = setup.balancer(1);
+    let lb2 = setup.balancer(2);
     wait_view(1, &[1, 2]);
     wait_view(2, &[1, 2]);
 
@@ -432,7 +447,7 @@ fn kill_under_load() {
     );
 
     // Graceful stop (SIGTERM) under load: no connection fails at all.
-    let mut lb2 = start_balancer(bin, 2, key);
+    let mut lb2 = setup.balancer(2);
     wait_view(1, &[1, 2]);
     let pid = lb2.child.id() as libc::pid_t;
     let r = load(&dir, 200, 4, 1.5, || {
@@ -451,32 +466,16 @@ fn kill_under_load() {
 
     // lb2's only target (its local server) dies 1 s into an 8 s run and
     // comes back at 4 s: failures only in the 2 s after the kill.
-    let _lb2 = start_balancer(bin, 2, key);
+    let _lb2 = setup.balancer(2);
     wait_view(1, &[1, 2]);
-    let local2 = _locals.pop();
+    let local2 = setup.locals.pop();
     let t0 = wall_ms();
     let mut restart = None;
     let r = load(&dir, 200, 8, 1.0, || {
         drop(local2);
         let down_ms = wall_ms() - t0;
         std::thread::sleep(Duration::from_millis(3000));
-        restart = Some((
-            down_ms,
-            wall_ms() - t0,
-            Proc::start(
-                LBS[1],
-                &[
-                    rsbin,
-                    "--listen",
-                    &format!("{VIP}:80"),
-                    "--listen",
-                    "198.19.8.2:80",
-                    "--threads",
-                    "1",
-                ],
-                "listening",
-            ),
-        ));
+        restart = Some((down_ms, wall_ms() - t0, setup.local(2)));
     });
     let (down_ms, up_ms, _local2) = restart.unwrap();
     let shift = r["started_unix_ms"].as_u64().unwrap().saturating_sub(t0);
@@ -513,39 +512,9 @@ fn join_under_keepalive_load() {
         return;
     }
     let _serial = serial();
-    let bin = env!("CARGO_BIN_EXE_balancer");
-    let dir = PathBuf::from(bin).parent().unwrap().to_path_buf();
-    for b in ["realserver", "loadgen"] {
-        assert!(
-            dir.join(b).exists(),
-            "{b} is missing: `cargo build --workspace` (done by `just test`)"
-        );
-    }
-    let rsbin = dir.join("realserver");
-    let rsbin = rsbin.to_str().unwrap();
-    let keydir = tempfile::tempdir().unwrap();
-    let keyfile = keydir.path().join("cluster.key");
-    std::fs::write(&keyfile, "failover-test-cluster-key-0123456789\n").unwrap();
-    let key = keyfile.to_str().unwrap();
-    let _topo = Topology::up();
-    let mut _locals = Vec::new();
-    for (i, ns) in LBS.iter().enumerate() {
-        let front = format!("198.19.8.{}:80", i + 1);
-        _locals.push(Proc::start(
-            ns,
-            &[
-                rsbin,
-                "--listen",
-                &format!("{VIP}:80"),
-                "--listen",
-                &front,
-                "--threads",
-                "1",
-            ],
-            "listening",
-        ));
-    }
-    let _lb1 = start_balancer(bin, 1, key);
+    let setup = Setup::new();
+    let dir = setup.dir.clone();
+    let _lb1 = setup.balancer(1);
     wait_view(1, &[1]);
     let before2 = served(2);
     let mut lb2 = None;
@@ -555,7 +524,7 @@ fn join_under_keepalive_load() {
         6,
         2.0,
         || {
-            lb2 = Some(start_balancer(bin, 2, key));
+            lb2 = Some(setup.balancer(2));
         },
     );
     let m = membership(1);
@@ -585,43 +554,14 @@ fn survivor_takes_over_and_joiner_rejoins() {
         return;
     }
     let _serial = serial();
-    let bin = env!("CARGO_BIN_EXE_balancer");
-    let realserver: PathBuf = PathBuf::from(bin).with_file_name("realserver");
-    assert!(
-        realserver.exists(),
-        "{} is missing: build it first (`cargo build -p realserver`, done by `just test`)",
-        realserver.display()
-    );
-    let rsbin = realserver.to_str().unwrap();
+    let mut setup = Setup::new();
+    let bin = setup.bin;
     let kills: usize = std::env::var("FAILOVER_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let dir = tempfile::tempdir().unwrap();
-    let keyfile = dir.path().join("cluster.key");
-    std::fs::write(&keyfile, "failover-test-cluster-key-0123456789\n").unwrap();
-    let key = keyfile.to_str().unwrap();
-
-    let _topo = Topology::up();
-    let mut locals = Vec::new();
-    for (i, ns) in LBS.iter().enumerate() {
-        let front = format!("198.19.8.{}:80", i + 1);
-        locals.push(Proc::start(
-            ns,
-            &[
-                rsbin,
-                "--listen",
-                &format!("{VIP}:80"),
-                "--listen",
-                &front,
-                "--threads",
-                "1",
-            ],
-            "listening",
-        ));
-    }
-    let _lb1 = start_balancer(bin, 1, key);
-    let mut lb2 = start_balancer(bin, 2, key);
+    let _lb1 = setup.balancer(1);
+    let mut lb2 = setup.balancer(2);
     wait_view(1, &[1, 2]);
     wait_view(2, &[1, 2]);
 
@@ -650,7 +590,7 @@ fn survivor_takes_over_and_joiner_rejoins() {
         let errs = client_gets(20);
         assert!(errs.is_empty(), "after the kill: {errs:?}");
         assert_eq!(m.owned_buckets, 4096);
-        lb2 = start_balancer(bin, 2, key);
+        lb2 = setup.balancer(2);
         wait_view(1, &[1, 2]);
         let before = served(2);
         let errs = client_gets(40);
@@ -674,7 +614,7 @@ fn survivor_takes_over_and_joiner_rejoins() {
     }
 
     // lb2's only target dies: down within 1 s, lb2 withdraws, lb1 serves alone.
-    let local2 = locals.pop().unwrap();
+    let local2 = setup.locals.pop().unwrap();
     let down_at = Instant::now();
     drop(local2);
     wait_view(1, &[1]);
@@ -688,19 +628,8 @@ fn survivor_takes_over_and_joiner_rejoins() {
     assert!(took < Duration::from_millis(1500), "{took:?}");
     let errs = client_gets(20);
     assert!(errs.is_empty(), "with lb2 withdrawn: {errs:?}");
-    locals.push(Proc::start(
-        LBS[1],
-        &[
-            rsbin,
-            "--listen",
-            &format!("{VIP}:80"),
-            "--listen",
-            "198.19.8.2:80",
-            "--threads",
-            "1",
-        ],
-        "listening",
-    ));
+    let local2 = setup.local(2);
+    setup.locals.push(local2);
     wait_view(1, &[1, 2]);
     wait_view(2, &[1, 2]);
 
@@ -796,5 +725,4 @@ fn survivor_takes_over_and_joiner_rejoins() {
     // No heartbeat was refused in a cluster that shares one key.
     let m = membership(1);
     assert!(m.counters.rejected.values().all(|v| *v == 0), "{m:?}");
-    drop(locals);
 }

@@ -143,3 +143,19 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
         .unwrap_or_default();
     Ok((code, body))
 }
+
+/// In namespace `ns`, the kernel must not take the VIP's frames arriving on
+/// `front` itself (the VIP lives on a TUN there): only the user-space
+/// balancer moves them.
+pub fn drop_vip_on_front(ns: &str, vip: &str) {
+    in_ns(
+        ns,
+        &[
+            "nft",
+            &format!(
+                "add table ip bal; add chain ip bal pre {{ type filter hook prerouting priority -300; }}; \
+                 add rule ip bal pre iifname front ip daddr {vip} drop"
+            ),
+        ],
+    );
+}
