@@ -709,17 +709,7 @@ fn survivor_takes_over_and_joiner_rejoins() {
     );
     let errs = client_gets(20);
     assert!(errs.is_empty(), "after the leave: {errs:?}");
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = lb2.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "lb2 did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = lb2.wait_exit(Duration::from_secs(5), "lb2 did not exit after draining");
     assert!(status.success(), "{status:?}\n{}", lb2.log());
     assert!(lb2.log().contains("balancer: leaving"), "{}", lb2.log());
     // No heartbeat was refused in a cluster that shares one key.

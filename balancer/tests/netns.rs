@@ -243,17 +243,7 @@ fn start_balancer(bin: &str, extra: &[&str]) -> Proc {
 
 fn stop(mut p: Proc) -> String {
     sh(&["kill", "-TERM", &p.child.id().to_string()]);
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "balancer ignored SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = p.wait_exit(Duration::from_secs(5), "balancer ignored SIGTERM");
     std::thread::sleep(Duration::from_millis(50));
     assert!(
         status.success(),
