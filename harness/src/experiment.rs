@@ -637,6 +637,16 @@ pub struct RunRecord {
     pub served_total: u64,
     /// Every balancer's stats.
     pub balancers: Vec<BalancerStats>,
+    /// Connections by start time, 100-ms bins (the merged clients' timeline).
+    #[serde(default)]
+    pub timeline: Vec<loadgen::result::TimelineBin>,
+    /// The faults injected, in order (`--fault`).
+    #[serde(default)]
+    pub faults: Vec<crate::fault::FaultRecord>,
+    /// Per fault: when the other balancers' membership changed and from
+    /// when on every new connection succeeded.
+    #[serde(default)]
+    pub failover: Vec<crate::failover::FaultOutcome>,
 }
 
 impl RunRecord {
