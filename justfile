@@ -85,6 +85,23 @@ fuzz-libfuzzer SECONDS="60":
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
     cd balancer && RUSTC_BOOTSTRAP=1 cargo fuzz run engine_frames -- -max_total_time={{SECONDS}}
 
+# Failover in the testbed: 2lb-2rs at 400 conn/s for 12 s, lb2's balancer killed at 4 s; prints when
+# lb1's membership changed and from when on every connection succeeded (timeline.csv in the run dir).
+failover *ARGS: deps build
+    ./target/release/harness run --topology 2lb-2rs --rate 400 --duration 12s --fault at=4s,kill=lb2 {{ARGS}}
+
+# Heartbeat failover of two balancers in namespaces (release build): KILLS SIGKILLs of one,
+# each timed from the kill to the survivor's membership change; then health withdrawal, drain,
+# heartbeat partition and graceful leave. Needs root; takes the testbed lock.
+detection KILLS="12": deps
+    cargo build --release -p realserver -p balancer --bins
+    FAILOVER_KILLS={{KILLS}} flock /tmp/bal-testbed.lock cargo test --release -p balancer --test failover -- --nocapture
+
+# Coverage-guided fuzzing of the heartbeat parser and membership node with cargo-fuzz, bounded in time.
+fuzz-heartbeats SECONDS="60":
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    cd balancer && RUSTC_BOOTSTRAP=1 cargo fuzz run heartbeats -- -max_total_time={{SECONDS}}
+
 # Memory of a one-million-flow connection table (target: <= 200 MB).
 conntrack-mem:
     cargo run --release -p balancer --example conntrack_mem

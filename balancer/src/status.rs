@@ -15,6 +15,8 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::counters::{format_stats, Snapshot};
+use crate::health::TargetHealth;
+use crate::membership::MembershipDoc;
 
 /// Process-level figures kept by the packet thread.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -63,6 +65,12 @@ pub struct StatusDoc {
     pub snapshot: Snapshot,
     /// Process figures.
     pub process: ProcessInfo,
+    /// Heartbeat membership (absent without peers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<MembershipDoc>,
+    /// Health checks per target (absent when checks are off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Vec<TargetHealth>>,
 }
 
 impl StatusDoc {
@@ -113,7 +121,72 @@ pub fn format_status(d: &StatusDoc) -> String {
             format!(", unresolved: {}", p.unresolved.join(", "))
         }
     );
+    if let Some(m) = &d.membership {
+        format_membership(&mut o, m);
+    }
+    if let Some(h) = &d.health {
+        let _ = writeln!(o, "Health:");
+        for t in h {
+            let _ = writeln!(
+                o,
+                "  {:<8} {:<21} {:<4} for {:>7} ms, {} checks, {} failed{}",
+                t.name,
+                t.addr,
+                if t.up { "up" } else { "DOWN" },
+                t.since_ms,
+                t.checks,
+                t.failures,
+                t.last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" (last: {e})"))
+            );
+        }
+    }
     o
+}
+
+/// The membership lines of `balancer stats`.
+fn format_membership(o: &mut String, m: &MembershipDoc) {
+    let _ = writeln!(
+        o,
+        "Membership: node {} {:?}, epoch {}, view {:?}, {} buckets owned here{}",
+        m.node_id,
+        m.state,
+        m.epoch,
+        m.view,
+        m.owned_buckets,
+        if m.withdrawn { ", withdrawn" } else { "" }
+    );
+    for mb in &m.members {
+        let _ = writeln!(
+            o,
+            "  member {:<4} weight {:<3} {:<10} last heard {:>8}  {}",
+            mb.id,
+            mb.weight,
+            mb.state
+                .map_or("unheard".to_string(), |s| format!("{s:?}").to_lowercase()),
+            mb.age_ms.map_or("-".to_string(), |a| format!("{a} ms")),
+            if mb.in_view { "in view" } else { "" }
+        );
+    }
+    let c = &m.counters;
+    let refused: Vec<String> = c
+        .rejected
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "Heartbeats: {} sent, {} accepted, refused: {}",
+        c.sent,
+        c.accepted,
+        if refused.is_empty() {
+            "none".to_string()
+        } else {
+            refused.join(", ")
+        }
+    );
 }
 
 #[cfg(test)]
@@ -145,6 +218,8 @@ mod tests {
                 unresolved: vec!["real[0] 10.1.0.2".into()],
                 ..Default::default()
             },
+            membership: None,
+            health: None,
         }
     }
 
@@ -171,5 +246,55 @@ mod tests {
         assert!(t.contains("Process: pid 42, up 1.5 s"), "{t}");
         assert!(t.contains("rx_errors"), "{t}");
         assert!(t.contains("unresolved: real[0] 10.1.0.2"), "{t}");
+    }
+
+    #[test]
+    fn membership_and_health_lines() {
+        use crate::health::Health;
+        use crate::heartbeat::Key;
+        use crate::membership::{Node, Timing};
+        use crate::ownership::Member;
+        use std::time::Duration;
+        let mut d = doc();
+        let members = [Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }];
+        let timing = Timing {
+            interval: Duration::from_millis(100),
+            dead_after: 3,
+        };
+        let key = Key::new(b"status-test-cluster-key").unwrap();
+        let mut n = Node::new(
+            1,
+            "10.0.0.1:80".parse().unwrap(),
+            &members,
+            timing,
+            key,
+            Duration::ZERO,
+            1_000,
+        );
+        let _ = n.tick(Duration::from_millis(300), 1_300);
+        let _ = n.receive(Duration::from_millis(300), 1_300, b"garbage");
+        d.membership = Some(n.doc(Duration::from_millis(400), 4096));
+        let mut h = Health::new(
+            &[("real0".into(), "10.1.0.2:80".into())],
+            2,
+            1,
+            Duration::ZERO,
+        );
+        h.record(
+            0,
+            Duration::from_millis(200),
+            Err("connect: refused".into()),
+        );
+        d.health = Some(h.doc(Duration::from_millis(700)));
+        let back: StatusDoc = serde_json::from_str(&d.to_json()).unwrap();
+        assert_eq!(back, d);
+        let t = format_status(&back);
+        assert!(
+            t.contains("Membership: node 1 Active, epoch 1000, view [1], 4096 buckets owned here"),
+            "{t}"
+        );
+        assert!(t.contains("  member 2    weight 1   unheard"), "{t}");
+        assert!(t.contains("refused: malformed 1"), "{t}");
+        assert!(t.contains("real0    10.1.0.2:80           DOWN for     500 ms, 1 checks, 1 failed (last: connect: refused)"), "{t}");
     }
 }

@@ -20,6 +20,11 @@
 //! - [`nsnet`]: TCP probes and HTTP `GET`s from inside a node's namespace.
 //! - [`experiment`]: one experiment point as data (servers, balancer
 //!   configs, loadgen arguments) and its tables and JSON record (pure).
+//! - [`failover`]: per-fault outcome (membership change delay, first
+//!   clean timeline bin), summary and timeline CSV (pure).
+//! - [`fault`]: `--fault at=T,ACTION=NODE` and `--down NODE` as data,
+//!   checked against the topology and run length (pure).
+//! - [`inject`]: carries out the fault schedule while the clients run.
 //! - [`supervise`]: processes in nodes: spawn with a log, wait until ready,
 //!   wait for clients with a budget, stop all (TERM, then KILL).
 //! - [`run`]: `harness run` / `harness demo`, and the named phases of a
@@ -41,6 +46,9 @@ pub mod cgroup;
 pub mod discover;
 pub mod exec;
 pub mod experiment;
+pub mod failover;
+pub mod fault;
+pub mod inject;
 pub mod net;
 pub mod nsnet;
 pub mod plan;

@@ -81,6 +81,18 @@ enum Cmd {
         /// Leave the testbed up afterwards (`harness down` removes it).
         #[arg(long)]
         keep_up: bool,
+        /// A fault during the load (repeatable): at=T,ACTION=NODE, T from the start of the
+        /// load (4s, 4500ms). ACTION: kill (SIGKILL), stop (SIGTERM), start (a process that is
+        /// not running), restart, link-down / link-up (NODE:IFACE), block-heartbeat /
+        /// unblock-heartbeat. NODE: lbN (its balancer), lbN-local (its web server), rsN.
+        /// Prints when each other balancer's membership changed and from when on every new
+        /// connection succeeded; the result gains `faults`, `failover` and `timeline`
+        /// (also RUN_DIR/timeline.csv).
+        #[arg(long = "fault", value_name = "at=T,ACTION=NODE")]
+        faults: Vec<String>,
+        /// Start the run with this process not running (repeatable): lbN, lbN-local, rsN.
+        #[arg(long = "down", value_name = "NODE")]
+        down: Vec<String>,
     },
     /// The paper's comparison in one command: the same point with bi-active
     /// on and off (each on a fresh testbed), printed side by side.
@@ -330,7 +342,34 @@ fn point_options(
         keep_up: false,
         verbose,
         state_dir: PathBuf::from(STATE_DIR),
+        faults: Vec::new(),
+        down: Vec::new(),
     })
+}
+
+/// Parses `--fault` and `--down` and checks the schedule against the
+/// topology and the run length.
+fn fault_options(
+    opts: &mut RunOptions,
+    faults: &[String],
+    down: &[String],
+) -> Result<(), harness::fault::FaultError> {
+    let t = &opts.spec.topology;
+    let down = down
+        .iter()
+        .map(|d| harness::fault::parse_down(d, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let faults = faults
+        .iter()
+        .map(|f| f.parse())
+        .collect::<Result<Vec<harness::fault::Fault>, _>>()?;
+    let duration_ms = match opts.spec.stop {
+        Stop::DurationS(d) => Some((d * 1000.0) as u64),
+        Stop::NumConns(_) => None,
+    };
+    opts.faults = harness::fault::check_schedule(&faults, &down, t, duration_ms)?;
+    opts.down = down;
+    Ok(())
 }
 
 fn run_failed(e: RunError) -> ExitCode {
@@ -401,6 +440,8 @@ fn main() -> ExitCode {
             bi_active,
             json,
             keep_up,
+            faults,
+            down,
         } => {
             let mut opts = match point_options(point, bi_active == OnOff::On, false, cli.verbose) {
                 Ok(o) => o,
@@ -408,6 +449,11 @@ fn main() -> ExitCode {
             };
             opts.json = json;
             opts.keep_up = keep_up;
+            if let Err(e) = fault_options(&mut opts, &faults, &down) {
+                // Bad input: one line, exit 2, nothing started.
+                eprintln!("harness: {e}");
+                return ExitCode::from(2);
+            }
             match runner::run(&opts) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => run_failed(e),

@@ -31,11 +31,14 @@ use crate::experiment::{
     run_dir_name, served_table, side_by_side, BalancerPlan, BalancerStats, PlanError, RunRecord,
     RunSpec, Served, ServerPlan, Stop, Versions, RESULT_SCHEMA,
 };
+use crate::failover;
+use crate::fault::{Fault, FaultTarget};
+use crate::inject::Injector;
 use crate::nsnet::{http_get, tcp_probe};
 use crate::plan::netns_name;
 use crate::profile::Profile;
 use crate::signal;
-use crate::supervise::{io_err, spawn_logged, wait_clients, wait_ready, Procs};
+use crate::supervise::{io_err, spawn_logged, wait_clients_while, wait_ready, Procs};
 use crate::testbed::{self, Testbed, UpOptions};
 use crate::topology::Topology;
 
@@ -156,6 +159,11 @@ pub struct RunOptions {
     pub verbose: bool,
     /// State directory of the testbed.
     pub state_dir: PathBuf,
+    /// Faults to inject during the load, sorted by time (checked by
+    /// `fault::check_schedule` before anything starts).
+    pub faults: Vec<Fault>,
+    /// Processes not started at the beginning (`--down`).
+    pub down: Vec<FaultTarget>,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -434,13 +442,24 @@ pub(crate) fn run_clients(
     budget_s: f64,
     flag: &AtomicBool,
 ) -> Result<(), RunError> {
+    run_clients_while(tb, jobs, budget_s, flag, &mut || Ok(()))
+}
+
+/// [`run_clients`], calling `on_poll` while they run (fault injection).
+pub(crate) fn run_clients_while(
+    tb: &Testbed,
+    jobs: Vec<ClientJob>,
+    budget_s: f64,
+    flag: &AtomicBool,
+    on_poll: &mut dyn FnMut() -> Result<(), RunError>,
+) -> Result<(), RunError> {
     let mut clients = Procs::default();
     for j in jobs {
         clients
             .0
             .push(spawn_logged(tb, &j.node, j.what, j.argv, j.log)?);
     }
-    wait_clients(&mut clients.0, budget_s, flag)
+    wait_clients_while(&mut clients.0, budget_s, flag, on_poll)
 }
 
 /// Phase 3 with loadgen: one loadgen per node of `nodes` (arguments
@@ -451,6 +470,17 @@ pub(crate) fn run_loadgens(
     nodes: &[String],
     args: impl Fn(usize, &Path) -> Vec<String>,
     budget_s: f64,
+) -> Result<RunResult, RunError> {
+    run_loadgens_while(site, nodes, args, budget_s, &mut || Ok(()))
+}
+
+/// [`run_loadgens`], calling `on_poll` while the clients run (fault injection).
+pub(crate) fn run_loadgens_while(
+    site: Site<'_>,
+    nodes: &[String],
+    args: impl Fn(usize, &Path) -> Vec<String>,
+    budget_s: f64,
+    on_poll: &mut dyn FnMut() -> Result<(), RunError>,
 ) -> Result<RunResult, RunError> {
     let mut jobs = Vec::new();
     let mut jsons = Vec::new();
@@ -470,7 +500,7 @@ pub(crate) fn run_loadgens(
         });
         jsons.push(json);
     }
-    run_clients(site.tb, jobs, budget_s, site.flag)?;
+    run_clients_while(site.tb, jobs, budget_s, site.flag, on_poll)?;
     merge_client_results(&jsons)
 }
 
@@ -631,11 +661,22 @@ fn run_on(
     let mut procs = Procs::default();
     let servers = spec.servers();
     let work = spec.profile.server_work_us;
-    start_servers(site, &servers, spec.server_threads, work, &mut procs)?;
-    progress(format!("{} web server(s) listening", servers.len()));
+    let is_down = |t: String| opts.down.iter().any(|d| d.to_string() == t);
+    let up_servers: Vec<ServerPlan> = servers
+        .iter()
+        .filter(|s| !is_down(s.name.clone()))
+        .cloned()
+        .collect();
+    start_servers(site, &up_servers, spec.server_threads, work, &mut procs)?;
+    progress(format!("{} web server(s) listening", up_servers.len()));
     let lbs = spec.balancers()?;
-    start_balancers(site, &lbs, &mut procs)?;
-    progress(format!("{} balancer(s) ready", lbs.len()));
+    let up_lbs: Vec<BalancerPlan> = lbs
+        .iter()
+        .filter(|b| !is_down(b.node.clone()))
+        .cloned()
+        .collect();
+    start_balancers(site, &up_lbs, &mut procs)?;
+    progress(format!("{} balancer(s) ready", up_lbs.len()));
 
     let clients = spec.client_nodes();
     let budget = client_budget_s(spec);
@@ -643,18 +684,58 @@ fn run_on(
         "{} client(s) running (up to {budget:.0} s)",
         clients.len()
     ));
-    let merged = run_loadgens(site, &clients, |i, json| spec.client_args(i, json), budget)?;
+    let load_start = unix_ms();
+    // Fault times count from here, the clients' start.
+    let mut injector = Injector::new(
+        opts.faults.clone(),
+        Instant::now(),
+        &servers,
+        &lbs,
+        spec.server_threads,
+        work,
+    );
+    let mut poll = || injector.poll(site, &mut procs);
+    let merged = run_loadgens_while(
+        site,
+        &clients,
+        |i, json| spec.client_args(i, json),
+        budget,
+        &mut poll,
+    )?;
     progress(format!(
         "clients done: {} replies, {} errors",
         merged.replies(),
         merged.errors_total()
     ));
 
-    let served = collect_served(&servers)?;
+    // Servers a fault left stopped have no /stats to fetch.
+    let alive: Vec<String> = procs
+        .0
+        .iter_mut()
+        .filter_map(|p| matches!(p.p.try_wait(), Ok(None)).then(|| p.what.clone()))
+        .collect();
+    let running: Vec<ServerPlan> = servers
+        .iter()
+        .filter(|s| {
+            let what = format!("realserver {} ", s.name);
+            alive.iter().any(|w| w.starts_with(&what))
+        })
+        .cloned()
+        .collect();
+    let served = collect_served(&running)?;
     let balancers = collect_balancer_stats(&lbs);
     let tables = balancer_tables(tb, bins, &lbs);
     procs.stop_all();
+    let (faults, failover) = fault_outcomes(&injector.done, load_start, &merged, &balancers);
+    if !faults.is_empty() {
+        print!("{}", failover::summary(&failover));
+        let csv = out.join("timeline.csv");
+        std::fs::write(&csv, failover::timeline_csv(&merged.timeline))
+            .map_err(io_err(format!("writing {}", csv.display())))?;
+        progress(format!("timeline written to {}", csv.display()));
+    }
 
+    let merged_timeline = merged.timeline.clone();
     let record = RunRecord {
         schema: RESULT_SCHEMA.into(),
         spec: spec.clone(),
@@ -666,12 +747,41 @@ fn run_on(
         served_total: served.iter().map(|s| s.requests).sum(),
         served,
         balancers,
+        timeline: merged_timeline,
+        faults,
+        failover,
     };
     let json_path = opts.json.clone().unwrap_or_else(|| out.join("result.json"));
     write_json(&record, &json_path)?;
     print_point(&record, &tables);
     progress(format!("result written to {}", json_path.display()));
     Ok(record)
+}
+
+/// The faults carried out and what each led to (membership changes from
+/// the balancers' `/stats`, the clients' timeline).
+fn fault_outcomes(
+    done: &[(crate::fault::FaultRecord, u64)],
+    load_start: u64,
+    merged: &RunResult,
+    balancers: &[BalancerStats],
+) -> (Vec<crate::fault::FaultRecord>, Vec<failover::FaultOutcome>) {
+    let faults: Vec<_> = done.iter().map(|(f, _)| f.clone()).collect();
+    let times: Vec<u64> = done.iter().map(|(_, t)| *t).collect();
+    let changes: Vec<(String, Vec<balancer::membership::Change>)> = balancers
+        .iter()
+        .filter_map(|b| {
+            let ch = serde_json::from_value(b.stats["membership"]["changes"].clone()).ok()?;
+            Some((b.node.clone(), ch))
+        })
+        .collect();
+    let start = if merged.started_unix_ms > 0 {
+        merged.started_unix_ms
+    } else {
+        load_start
+    };
+    let outcomes = failover::analyse(&faults, &times, start, &merged.timeline, &changes);
+    (faults, outcomes)
 }
 
 /// Phase 6: the httperf-style summary, served-by table and balancer tables.

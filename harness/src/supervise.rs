@@ -159,10 +159,22 @@ pub fn wait_clients(
     budget_s: f64,
     flag: &AtomicBool,
 ) -> Result<(), RunError> {
+    wait_clients_while(clients, budget_s, flag, &mut || Ok(()))
+}
+
+/// [`wait_clients`], calling `on_poll` on every poll (every 20 ms) while
+/// the clients run: how faults are injected during the load.
+pub fn wait_clients_while(
+    clients: &mut [Proc],
+    budget_s: f64,
+    flag: &AtomicBool,
+    on_poll: &mut dyn FnMut() -> Result<(), RunError>,
+) -> Result<(), RunError> {
     let t0 = Instant::now();
     let mut done = vec![None; clients.len()];
     while done.iter().any(Option::is_none) {
         check_interrupt(flag)?;
+        on_poll()?;
         for (i, pr) in clients.iter_mut().enumerate() {
             if done[i].is_none() {
                 done[i] = pr.p.try_wait().ok().flatten();
