@@ -1,7 +1,8 @@
 //! Bounded random-mutation fuzzer for the engine (stable Rust; no
 //! cargo-fuzz needed): runs generated, mutated and random frames through
-//! three balancer configurations, checking the invariants of
-//! `balancer::fuzzing` after every frame, until N frames or S seconds.
+//! three balancer configurations, and every eighth iteration a generated
+//! heartbeat datagram through a membership node, checking the invariants
+//! of `balancer::fuzzing` after each, until N frames or S seconds.
 //!
 //! Run: `cargo run --release -p balancer --example fuzz_frames -- [--iterations N] [--seconds S] [--seed X]`
 //! Exit status 1 (with the seed, iteration and frame in hex) on a violation or panic.
@@ -12,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use balancer::engine::Action;
-use balancer::fuzzing::{balancers, gen_frame, random_control, run_one, Rng};
+use balancer::fuzzing::{
+    balancers, gen_frame, gen_heartbeat, heartbeat_node, random_control, run_heartbeat, run_one,
+    Rng,
+};
 
 fn main() -> anyhow::Result<()> {
     let mut iterations: u64 = 10_000_000;
@@ -48,6 +52,8 @@ fn main() -> anyhow::Result<()> {
     let mut bs = balancers();
     let mut now = Duration::ZERO;
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    const WALL0: u64 = 1_800_000_000_000;
+    let mut node = heartbeat_node(Duration::ZERO, WALL0)?;
     let start = Instant::now();
     let mut done = 0u64;
     while done < iterations && (!done.is_multiple_of(1024) || Instant::now() < deadline) {
@@ -78,6 +84,26 @@ fn main() -> anyhow::Result<()> {
             if rng.below(5000) == 0 {
                 random_control(b, &mut rng);
             }
+        }
+        if done.is_multiple_of(8) {
+            let wall = WALL0 + now.as_millis() as u64;
+            let hb = gen_heartbeat(&mut rng, wall)?;
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                let r = run_heartbeat(&mut node, now, wall, &hb);
+                node.tick(now, wall);
+                r
+            }));
+            let key = match r {
+                Ok(Ok(None)) => "heartbeat_accepted".to_string(),
+                Ok(Ok(Some(reason))) => format!("heartbeat_{}", reason.name()),
+                Ok(Err(e)) => {
+                    bail!("seed {seed} iteration {done} heartbeat: {e}\ndatagram: {hb:02x?}")
+                }
+                Err(_) => {
+                    bail!("seed {seed} iteration {done} heartbeat: PANIC\ndatagram: {hb:02x?}")
+                }
+            };
+            *outcomes.entry(key).or_insert(0) += 1;
         }
         done += 1;
     }

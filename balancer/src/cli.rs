@@ -5,7 +5,9 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
-use balancer::config::{Config, Forwarding, LocalServer, RealServer, MAX_WEIGHT};
+use balancer::config::{
+    CheckKind, Config, Forwarding, KeySource, LocalServer, RealServer, MAX_WEIGHT, MIN_KEY_LEN,
+};
 use balancer::ownership::{Member, MAX_MEMBER_WEIGHT};
 use balancer::sched::SchedulerKind;
 use balancer::wire::MacAddr;
@@ -35,8 +37,42 @@ pub struct Cli {
 pub enum Command {
     /// Run the balancer (needs root or CAP_NET_RAW + CAP_NET_ADMIN).
     Run(Box<RunArgs>),
-    /// Fetch a running balancer's counters from its control endpoint and print them.
+    /// Fetch a running balancer's counters from its control endpoint and print them
+    /// (with its membership and target health when those are on).
     Stats(StatsArgs),
+    /// Withdraw a running balancer from ownership: peers take its buckets, its established
+    /// flows continue (needs peers).
+    Drain(ControlArgs),
+    /// Undo `drain`: the balancer rejoins (listen, ready, claim).
+    Undrain(ControlArgs),
+    /// Set a target's scheduling weight on a running balancer (0 quiesces it).
+    Weight(WeightArgs),
+}
+
+/// Options of the commands that only talk to a control endpoint.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The balancer's control endpoint (its `--control`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub control: SocketAddr,
+    /// Give up after this many milliseconds.
+    #[arg(long = "timeout-ms", value_name = "MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub timeout_ms: u64,
+}
+
+/// `balancer weight` options.
+#[derive(Debug, Args)]
+pub struct WeightArgs {
+    /// Endpoint and timeout.
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// The target: `local`, or `realN` (N as in `balancer stats`).
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// Its new weight, 0..=65535.
+    #[arg(value_name = "WEIGHT", value_parser = clap::value_parser!(u32).range(0..=65535))]
+    pub weight: u32,
 }
 
 /// `on` / `off` switch.
@@ -134,6 +170,49 @@ pub struct RunArgs {
     /// A live balancer of the cluster, this one included (repeatable; replaces the file's list).
     #[arg(long = "member", value_name = "ID[,weight=W]", value_parser = parse_member)]
     pub members: Vec<Member>,
+    /// File holding the cluster key that authenticates heartbeats (HMAC-SHA256; at least 16
+    /// bytes, trailing whitespace ignored). Required when the cluster lists peers, unless the
+    /// config file has `cluster.key` or `cluster.key_file`. There is no flag for the key itself:
+    /// command lines are visible to every local user.
+    #[arg(long = "cluster-key-file", value_name = "FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// Heartbeat period in milliseconds (default 100).
+    #[arg(long = "heartbeat-interval", value_name = "MS",
+          value_parser = clap::value_parser!(u32).range(10..=60_000))]
+    pub heartbeat_interval: Option<u32>,
+    /// A peer unheard for this many heartbeat intervals is dead (default 3).
+    #[arg(long = "dead-after", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(2..=100))]
+    pub dead_after: Option<u32>,
+    /// After SIGTERM: announce the leave, then keep serving established flows this many
+    /// milliseconds before exiting (default 5000; a second signal exits at once).
+    #[arg(long = "drain-ms", value_name = "MS",
+          value_parser = clap::value_parser!(u32).range(0..=3_600_000))]
+    pub drain_ms: Option<u32>,
+    /// Health check of every target (local server included): `http` (GET --health-path,
+    /// expecting --health-status), `tcp` (connect) or `none` (default, unless the file has
+    /// a [health] section).
+    #[arg(long = "health-check", value_name = "KIND", value_parser = ["http", "tcp", "none"])]
+    pub health_check: Option<String>,
+    /// Path of the HTTP health check (default /).
+    #[arg(long = "health-path", value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// Status that means healthy for the HTTP check (default 200).
+    #[arg(long = "health-status", value_name = "CODE")]
+    pub health_status: Option<u16>,
+    /// Health check period, ms (default 200); `--health-timeout` (ms, default 200),
+    /// `--rise` (default 2) and `--fall` (default 3) as in keepalived.
+    #[arg(long = "health-interval", value_name = "MS")]
+    pub health_interval: Option<u32>,
+    /// Give up on one health check after this many ms.
+    #[arg(long = "health-timeout", value_name = "MS")]
+    pub health_timeout: Option<u32>,
+    /// Consecutive successful checks that bring a down target back.
+    #[arg(long, value_name = "N")]
+    pub rise: Option<u32>,
+    /// Consecutive failed checks that take a target down.
+    #[arg(long, value_name = "N")]
+    pub fall: Option<u32>,
     /// Existing TUN device holding the VIP, for local delivery (opened only with bi-active on).
     #[arg(long, value_name = "NAME", default_value = "vip0")]
     pub tun: String,
@@ -337,12 +416,53 @@ pub enum BuildError {
         /// Field-level error.
         source: balancer::config::ConfigError,
     },
+    /// The cluster key file could not be read.
+    #[error("cannot read cluster key file {path}: {source}")]
+    KeyFile {
+        /// The path given.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The cluster key file holds too few bytes.
+    #[error("cluster key file {path}: expected at least {MIN_KEY_LEN} bytes (trailing whitespace ignored), got {len}")]
+    ShortKey {
+        /// The path given.
+        path: String,
+        /// Bytes found.
+        len: usize,
+    },
     /// A required setting is in neither flags nor file.
     #[error("missing {0} (give it as a flag or in --config FILE)")]
     Missing(&'static str),
     /// The combination breaks a rule of the configuration.
     #[error("invalid settings (flags override the file; names are the file's fields): {0}")]
     Invalid(#[from] balancer::config::ConfigError),
+}
+
+/// The cluster key's bytes: inline, or the key file's content with
+/// trailing whitespace trimmed (at least `MIN_KEY_LEN` bytes). `None`
+/// without a key (then the configuration has no peers).
+pub fn load_key(c: &Config) -> Result<Option<Vec<u8>>, BuildError> {
+    let bytes = match &c.cluster.key {
+        None => return Ok(None),
+        Some(KeySource::Inline(k)) => k.as_bytes().to_vec(),
+        Some(KeySource::File(p)) => {
+            let path = p.display().to_string();
+            let mut b = std::fs::read(p).map_err(|source| BuildError::KeyFile {
+                path: path.clone(),
+                source,
+            })?;
+            while b.last().is_some_and(u8::is_ascii_whitespace) {
+                b.pop();
+            }
+            if b.len() < MIN_KEY_LEN {
+                return Err(BuildError::ShortKey { path, len: b.len() });
+            }
+            b
+        }
+    };
+    Ok(Some(bytes))
 }
 
 /// Builds the configuration: the file (if any), then each flag on top, then validation.
@@ -383,6 +503,7 @@ pub fn apply_flags(base: Option<Config>, a: &RunArgs) -> Result<Config, BuildErr
                 timeouts: Default::default(),
                 table_size: balancer::config::DEFAULT_TABLE_SIZE,
                 cluster: Default::default(),
+                health: Default::default(),
             }
         }
     };
@@ -450,8 +571,70 @@ pub fn apply_flags(base: Option<Config>, a: &RunArgs) -> Result<Config, BuildErr
             c.cluster.members[0].id = id;
         }
     }
+    apply_cluster_flags(&mut c, a);
+    apply_health_flags(&mut c, a);
     c.validate()?;
     Ok(c)
+}
+
+fn apply_cluster_flags(c: &mut Config, a: &RunArgs) {
+    if let Some(f) = &a.cluster_key_file {
+        c.cluster.key = Some(KeySource::File(f.clone()));
+    }
+    let h = &mut c.cluster.heartbeat;
+    if let Some(v) = a.heartbeat_interval {
+        h.interval_ms = v;
+    }
+    if let Some(v) = a.dead_after {
+        h.dead_after = v;
+    }
+    if let Some(v) = a.drain_ms {
+        h.drain_ms = v;
+    }
+}
+
+fn apply_health_flags(c: &mut Config, a: &RunArgs) {
+    let h = &mut c.health;
+    let (old_path, old_status) = match &h.check {
+        CheckKind::Http {
+            path,
+            expect_status,
+        } => (path.clone(), *expect_status),
+        _ => ("/".to_string(), 200),
+    };
+    match a.health_check.as_deref() {
+        Some("none") => h.check = CheckKind::None,
+        Some("tcp") => h.check = CheckKind::Tcp,
+        Some("http") => {
+            h.check = CheckKind::Http {
+                path: old_path,
+                expect_status: old_status,
+            }
+        }
+        _ => {}
+    }
+    if let CheckKind::Http {
+        path,
+        expect_status,
+    } = &mut h.check
+    {
+        if let Some(p) = &a.health_path {
+            path.clone_from(p);
+        }
+        if let Some(s) = a.health_status {
+            *expect_status = s;
+        }
+    }
+    for (flag, slot) in [
+        (a.health_interval, &mut h.interval_ms),
+        (a.health_timeout, &mut h.timeout_ms),
+        (a.rise, &mut h.rise),
+        (a.fall, &mut h.fall),
+    ] {
+        if let Some(v) = flag {
+            *slot = v;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -464,7 +647,7 @@ mod tests {
         full.extend_from_slice(v);
         match Cli::try_parse_from(full).unwrap().command {
             Command::Run(a) => *a,
-            Command::Stats(_) => unreachable!(),
+            other => panic!("not run: {other:?}"),
         }
     }
 
@@ -625,11 +808,60 @@ mod tests {
         assert_eq!(c.cluster.members, vec![Member { id: 2, weight: 1 }]);
         let mut v = base.to_vec();
         v.extend_from_slice(&["--node-id", "2", "--member", "1", "--member", "2,weight=3"]);
+        let e = apply_flags(None, &args(&v)).unwrap_err().to_string();
+        assert!(e.contains("cluster.key: missing"), "{e}");
+        v.extend_from_slice(&["--cluster-key-file", "/k", "--heartbeat-interval", "50"]);
         let c = apply_flags(None, &args(&v)).unwrap();
         assert_eq!(c.cluster.members[1], Member { id: 2, weight: 3 });
+        assert_eq!(c.cluster.key, Some(KeySource::File("/k".into())));
+        assert_eq!(c.cluster.heartbeat.interval_ms, 50);
         let mut v = base.to_vec();
         v.extend_from_slice(&["--node-id", "5", "--member", "1"]);
         let e = apply_flags(None, &args(&v)).unwrap_err().to_string();
         assert!(e.contains("cluster.node_id"), "{e}");
+    }
+
+    #[test]
+    fn health_flags() {
+        let base = [
+            "--front",
+            "f",
+            "--back",
+            "b",
+            "--vip",
+            "10.0.0.1:80",
+            "--real",
+            "10.1.0.2",
+        ];
+        let c = apply_flags(None, &args(&base)).unwrap();
+        assert_eq!(c.health.check, CheckKind::None);
+        let mut v = base.to_vec();
+        v.extend_from_slice(&[
+            "--health-check",
+            "http",
+            "--health-path",
+            "/h",
+            "--fall",
+            "2",
+        ]);
+        let c = apply_flags(None, &args(&v)).unwrap();
+        assert_eq!(
+            c.health.check,
+            CheckKind::Http {
+                path: "/h".into(),
+                expect_status: 200
+            }
+        );
+        assert_eq!(
+            (c.health.fall, c.health.rise, c.health.interval_ms),
+            (2, 2, 200)
+        );
+        let mut v = base.to_vec();
+        v.extend_from_slice(&["--health-check", "tcp", "--rise", "0"]);
+        let e = apply_flags(None, &args(&v)).unwrap_err().to_string();
+        assert!(
+            e.contains("health.rise: expected an integer 1..=100, got 0"),
+            "{e}"
+        );
     }
 }

@@ -35,10 +35,30 @@
 //! established = 900
 //! syn_recv = 60
 //!
-//! [cluster]                  # packet-accept ownership
+//! [cluster]                  # packet-accept ownership and heartbeat membership
 //! node_id = 1
 //! members = [{ id = 1, weight = 1 }, { id = 2, weight = 1 }]
+//! key_file = "/etc/balancer/cluster.key"  # or key = "..." (>= 16 bytes); required with peers
+//! heartbeat_interval_ms = 100
+//! dead_after = 3             # intervals without a heartbeat before a peer is dead
+//! heartbeat_group = "239.255.77.1"  # multicast group on front (TTL 1)
+//! heartbeat_port = 7946
+//! drain_ms = 5000            # after SIGTERM: keep serving established flows this long
+//!
+//! [health]                   # health checks of every target (opt-in: default check = "none")
+//! check = "http"             # http | tcp | none
+//! path = "/"                 # http only
+//! expect_status = 200        # http only
+//! interval_ms = 200
+//! timeout_ms = 200
+//! rise = 2                   # successes before a down target is up again
+//! fall = 3                   # failures before an up target is down
 //! ```
+//!
+//! [`Config::to_toml_string`] writes a configuration back in this format
+//! (every field explicit); parsing its output gives the same [`Config`]
+//! (property-tested), so other tools (the harness) build a [`Config`]
+//! rather than format TOML themselves.
 //!
 //! Real server MACs: optional. If absent, the I/O layer resolves them
 //! (neighbour table/ARP on `back`) and calls `Balancer::set_real_mac`; until
@@ -48,6 +68,7 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -107,13 +128,66 @@ impl RealServer {
     }
 }
 
+/// Where the cluster key (HMAC-SHA256 of every heartbeat) comes from. Never a
+/// command-line value: a flag would show it in `ps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySource {
+    /// `key = "..."` in the configuration file itself.
+    Inline(String),
+    /// `key_file = "PATH"`: the file's bytes, trailing whitespace trimmed.
+    File(PathBuf),
+}
+
+/// Shortest accepted cluster key, in bytes.
+pub const MIN_KEY_LEN: usize = 16;
+
+/// Heartbeat timing and addressing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatSettings {
+    /// Announce period in milliseconds.
+    pub interval_ms: u32,
+    /// A peer unheard for this many intervals is dead.
+    pub dead_after: u32,
+    /// Multicast group on `front` (sent with TTL 1: never routed).
+    pub group: Ipv4Addr,
+    /// UDP port of the heartbeats.
+    pub port: u16,
+    /// After SIGTERM: how long established flows are still served.
+    pub drain_ms: u32,
+}
+
+impl Default for HeartbeatSettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 100,
+            dead_after: 3,
+            group: Ipv4Addr::new(239, 255, 77, 1),
+            port: 7946,
+            drain_ms: 5000,
+        }
+    }
+}
+
 /// Packet-accept ownership settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cluster {
     /// This balancer's id.
     pub node_id: u32,
-    /// All balancers presumed live at start (this one included).
+    /// Every balancer that may be a member (this one included); the live
+    /// membership is the subset heard from (see `membership`).
     pub members: Vec<Member>,
+    /// The heartbeat key; required when `members` lists peers.
+    pub key: Option<KeySource>,
+    /// Heartbeat timing.
+    pub heartbeat: HeartbeatSettings,
+}
+
+impl Cluster {
+    /// Whether heartbeats run (more than one member configured).
+    pub fn has_peers(&self) -> bool {
+        self.members.len() > 1
+    }
 }
 
 impl Default for Cluster {
@@ -121,7 +195,72 @@ impl Default for Cluster {
         Self {
             node_id: 1,
             members: vec![Member { id: 1, weight: 1 }],
+            key: None,
+            heartbeat: HeartbeatSettings::default(),
         }
+    }
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// No checks: every target is up.
+    None,
+    /// A TCP connect to the target's address and port.
+    Tcp,
+    /// An HTTP/1.1 GET of `path`, expecting status `expect_status`.
+    Http {
+        /// Request path, starting with `/`.
+        path: String,
+        /// Status code that means healthy.
+        expect_status: u16,
+    },
+}
+
+impl CheckKind {
+    /// Config name (`none`, `tcp`, `http`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::None => "none",
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http { .. } => "http",
+        }
+    }
+}
+
+/// Health checks of every target (local server included), keepalived-like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSettings {
+    /// The check.
+    pub check: CheckKind,
+    /// Period between the starts of two checks of one target, ms.
+    pub interval_ms: u32,
+    /// Give up on one check after this many ms.
+    pub timeout_ms: u32,
+    /// Consecutive successes that bring a down target up.
+    pub rise: u32,
+    /// Consecutive failures that take an up target down.
+    pub fall: u32,
+}
+
+impl HealthSettings {
+    /// The defaults with a given check: a dead target is down within
+    /// `fall * interval` = 600 ms (+ `timeout` when it stops answering).
+    pub fn with_check(check: CheckKind) -> Self {
+        Self {
+            check,
+            interval_ms: 200,
+            timeout_ms: 200,
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self::with_check(CheckKind::None)
     }
 }
 
@@ -150,6 +289,8 @@ pub struct Config {
     pub table_size: usize,
     /// Ownership.
     pub cluster: Cluster,
+    /// Health checks.
+    pub health: HealthSettings,
 }
 
 /// A configuration error, naming the field.
@@ -347,6 +488,7 @@ const TOP: &[&str] = &[
     "timeouts",
     "table_size",
     "cluster",
+    "health",
 ];
 const IFACES: &[&str] = &["front", "back"];
 const VIP: &[&str] = &["addr", "port"];
@@ -365,8 +507,148 @@ const TIMEOUTS: &[&str] = &[
     "listen",
     "synack",
 ];
-const CLUSTER: &[&str] = &["node_id", "members"];
+const CLUSTER: &[&str] = &[
+    "node_id",
+    "members",
+    "key",
+    "key_file",
+    "heartbeat_interval_ms",
+    "dead_after",
+    "heartbeat_group",
+    "heartbeat_port",
+    "drain_ms",
+];
+const HEALTH: &[&str] = &[
+    "check",
+    "path",
+    "expect_status",
+    "interval_ms",
+    "timeout_ms",
+    "rise",
+    "fall",
+];
 const MEMBER: &[&str] = &["id", "weight"];
+
+fn parse_cluster(c: &Reader<'_>) -> Result<Cluster, ConfigError> {
+    let node_id = c.req_int("node_id", 0, i64::from(u32::MAX))? as u32;
+    let mut members = Vec::new();
+    for m in c.array_of_tables("members", MEMBER)? {
+        members.push(Member {
+            id: m.req_int("id", 0, i64::from(u32::MAX))? as u32,
+            weight: m
+                .int("weight", 0, i64::from(MAX_MEMBER_WEIGHT))?
+                .unwrap_or(1) as u32,
+        });
+    }
+    if c.get("members").is_none() {
+        members.push(Member {
+            id: node_id,
+            weight: 1,
+        });
+    }
+    let key = match (
+        c.string("key", "the cluster key as a string")?,
+        c.string("key_file", "a path to the cluster key file")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "cluster.key_file",
+                "either cluster.key or cluster.key_file, not both",
+                "both",
+            ))
+        }
+        (Some(k), None) => Some(KeySource::Inline(k.to_string())),
+        (None, Some(f)) => Some(KeySource::File(PathBuf::from(f))),
+        (None, None) => None,
+    };
+    let d = HeartbeatSettings::default();
+    let heartbeat = HeartbeatSettings {
+        interval_ms: c
+            .int("heartbeat_interval_ms", 10, MAX_INTERVAL_MS)?
+            .map_or(d.interval_ms, |v| v as u32),
+        dead_after: c
+            .int("dead_after", 2, MAX_DEAD_AFTER)?
+            .map_or(d.dead_after, |v| v as u32),
+        group: c.ipv4("heartbeat_group")?.unwrap_or(d.group),
+        port: c
+            .int("heartbeat_port", 1, 65535)?
+            .map_or(d.port, |v| v as u16),
+        drain_ms: c
+            .int("drain_ms", 0, MAX_DRAIN_MS)?
+            .map_or(d.drain_ms, |v| v as u32),
+    };
+    Ok(Cluster {
+        node_id,
+        members,
+        key,
+        heartbeat,
+    })
+}
+
+fn parse_health(h: &Reader<'_>) -> Result<HealthSettings, ConfigError> {
+    let check = match h.string("check", "http, tcp or none")? {
+        None | Some("none") => CheckKind::None,
+        Some("tcp") => CheckKind::Tcp,
+        Some("http") => CheckKind::Http {
+            path: h
+                .string("path", "an HTTP path like \"/\"")?
+                .unwrap_or("/")
+                .to_string(),
+            expect_status: h.int("expect_status", 100, 599)?.map_or(200, |v| v as u16),
+        },
+        Some(s) => {
+            return Err(invalid(
+                "health.check",
+                "http, tcp or none",
+                format!("{s:?}"),
+            ))
+        }
+    };
+    if !matches!(check, CheckKind::Http { .. }) {
+        for k in ["path", "expect_status"] {
+            if h.get(k).is_some() {
+                return Err(invalid(
+                    &h.p(k),
+                    "no such field unless check = \"http\"",
+                    "a value",
+                ));
+            }
+        }
+    }
+    let d = HealthSettings::with_check(check);
+    Ok(HealthSettings {
+        interval_ms: h
+            .int("interval_ms", 10, MAX_INTERVAL_MS)?
+            .map_or(d.interval_ms, |v| v as u32),
+        timeout_ms: h
+            .int("timeout_ms", 1, MAX_INTERVAL_MS)?
+            .map_or(d.timeout_ms, |v| v as u32),
+        rise: h
+            .int("rise", 1, MAX_RISE_FALL)?
+            .map_or(d.rise, |v| v as u32),
+        fall: h
+            .int("fall", 1, MAX_RISE_FALL)?
+            .map_or(d.fall, |v| v as u32),
+        ..d
+    })
+}
+
+fn in_range(path: &str, v: u32, lo: i64, hi: i64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&i64::from(v)) {
+        Ok(())
+    } else {
+        Err(invalid(path, &format!("an integer {lo}..={hi}"), v))
+    }
+}
+
+/// Largest heartbeat or health-check interval, ms (one minute).
+pub const MAX_INTERVAL_MS: i64 = 60_000;
+/// Largest `dead_after` (intervals).
+pub const MAX_DEAD_AFTER: i64 = 100;
+/// Largest drain period, ms (one hour).
+pub const MAX_DRAIN_MS: i64 = 3_600_000;
+/// Largest `rise` / `fall`.
+pub const MAX_RISE_FALL: i64 = 100;
 
 impl Config {
     /// Parses and validates a TOML configuration.
@@ -455,25 +737,11 @@ impl Config {
 
         let cluster = match r.table("cluster", CLUSTER)? {
             None => Cluster::default(),
-            Some(c) => {
-                let node_id = c.req_int("node_id", 0, i64::from(u32::MAX))? as u32;
-                let mut members = Vec::new();
-                for m in c.array_of_tables("members", MEMBER)? {
-                    members.push(Member {
-                        id: m.req_int("id", 0, i64::from(u32::MAX))? as u32,
-                        weight: m
-                            .int("weight", 0, i64::from(MAX_MEMBER_WEIGHT))?
-                            .unwrap_or(1) as u32,
-                    });
-                }
-                if c.get("members").is_none() {
-                    members.push(Member {
-                        id: node_id,
-                        weight: 1,
-                    });
-                }
-                Cluster { node_id, members }
-            }
+            Some(c) => parse_cluster(&c)?,
+        };
+        let health = match r.table("health", HEALTH)? {
+            None => HealthSettings::default(),
+            Some(h) => parse_health(&h)?,
         };
 
         let cfg = Config {
@@ -488,6 +756,7 @@ impl Config {
             timeouts,
             table_size,
             cluster,
+            health,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -637,7 +906,188 @@ impl Config {
                 self.cluster.node_id,
             ));
         }
+        self.validate_heartbeat()?;
+        self.validate_health()
+    }
+
+    fn validate_heartbeat(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        match &c.key {
+            None if c.has_peers() => {
+                return Err(ConfigError::Missing {
+                    path: "cluster.key".into(),
+                    expected:
+                        "a cluster key (cluster.key or cluster.key_file, or --cluster-key-file) \
+                               to authenticate heartbeats, since cluster.members lists peers"
+                            .into(),
+                })
+            }
+            Some(KeySource::Inline(k)) if k.len() < MIN_KEY_LEN => {
+                return Err(invalid(
+                    "cluster.key",
+                    &format!("at least {MIN_KEY_LEN} bytes"),
+                    format!("{} bytes", k.len()),
+                ))
+            }
+            Some(KeySource::File(p)) if p.as_os_str().is_empty() => {
+                return Err(invalid("cluster.key_file", "a path", "\"\""))
+            }
+            _ => {}
+        }
+        let h = &c.heartbeat;
+        in_range(
+            "cluster.heartbeat_interval_ms",
+            h.interval_ms,
+            10,
+            MAX_INTERVAL_MS,
+        )?;
+        in_range("cluster.dead_after", h.dead_after, 2, MAX_DEAD_AFTER)?;
+        in_range("cluster.drain_ms", h.drain_ms, 0, MAX_DRAIN_MS)?;
+        in_range("cluster.heartbeat_port", u32::from(h.port), 1, 65535)?;
+        if !h.group.is_multicast() || h.group.is_link_local() {
+            return Err(invalid(
+                "cluster.heartbeat_group",
+                "an IPv4 multicast group 224.0.1.0..=239.255.255.255",
+                h.group,
+            ));
+        }
         Ok(())
+    }
+
+    fn validate_health(&self) -> Result<(), ConfigError> {
+        let h = &self.health;
+        in_range("health.interval_ms", h.interval_ms, 10, MAX_INTERVAL_MS)?;
+        in_range("health.timeout_ms", h.timeout_ms, 1, MAX_INTERVAL_MS)?;
+        in_range("health.rise", h.rise, 1, MAX_RISE_FALL)?;
+        in_range("health.fall", h.fall, 1, MAX_RISE_FALL)?;
+        if let CheckKind::Http {
+            path,
+            expect_status,
+        } = &h.check
+        {
+            if !path.starts_with('/') || path.len() > 1024 || path.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "health.path",
+                    "a path of at most 1024 characters starting with '/' without spaces",
+                    format!("{path:?}"),
+                ));
+            }
+            in_range("health.expect_status", u32::from(*expect_status), 100, 599)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the configuration in the TOML format [`Config::from_toml_str`]
+    /// reads, every field explicit.
+    pub fn to_toml_string(&self) -> String {
+        let mut root = Table::new();
+        let tbl = |pairs: Vec<(&str, Value)>| -> Value {
+            Value::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        };
+        let s = |x: &dyn fmt::Display| Value::String(x.to_string());
+        let i = |x: i64| Value::Integer(x);
+        root.insert("scheduler".into(), s(&self.scheduler));
+        root.insert("forwarding".into(), s(&self.forwarding));
+        root.insert("bi_active".into(), Value::Boolean(self.bi_active));
+        root.insert("table_size".into(), i(self.table_size as i64));
+        root.insert(
+            "interfaces".into(),
+            tbl(vec![
+                ("front", s(&self.front_interface)),
+                ("back", s(&self.back_interface)),
+            ]),
+        );
+        root.insert(
+            "vip".into(),
+            tbl(vec![
+                ("addr", s(self.vip.ip())),
+                ("port", i(self.vip.port().into())),
+            ]),
+        );
+        root.insert(
+            "local".into(),
+            tbl(vec![
+                ("addr", s(&self.local.addr)),
+                ("port", i(self.local.port.into())),
+                ("weight", i(self.local.weight.into())),
+            ]),
+        );
+        let reals = self.real_servers.iter().map(|r| {
+            let mut v = vec![
+                ("addr", s(&r.addr)),
+                ("port", i(r.port.into())),
+                ("weight", i(r.weight.into())),
+            ];
+            if let Some(m) = r.mac {
+                v.push(("mac", s(&m)));
+            }
+            tbl(v)
+        });
+        root.insert("real_servers".into(), Value::Array(reals.collect()));
+        let timeouts = self.timeouts.fields().map(|(n, v)| (n, i(v.into())));
+        root.insert("timeouts".into(), tbl(timeouts.to_vec()));
+        root.insert("cluster".into(), self.cluster_toml());
+        root.insert("health".into(), self.health_toml());
+        // A table of plain values always serialises.
+        toml::to_string(&root).unwrap_or_default()
+    }
+
+    fn cluster_toml(&self) -> Value {
+        let c = &self.cluster;
+        let h = &c.heartbeat;
+        let mut t = Table::new();
+        t.insert("node_id".into(), Value::Integer(c.node_id.into()));
+        let members = c.members.iter().map(|m| {
+            let mut t = Table::new();
+            t.insert("id".into(), Value::Integer(m.id.into()));
+            t.insert("weight".into(), Value::Integer(m.weight.into()));
+            Value::Table(t)
+        });
+        t.insert("members".into(), Value::Array(members.collect()));
+        match &c.key {
+            Some(KeySource::Inline(k)) => t.insert("key".into(), Value::String(k.clone())),
+            Some(KeySource::File(p)) => t.insert(
+                "key_file".into(),
+                Value::String(p.to_string_lossy().into_owned()),
+            ),
+            None => None,
+        };
+        for (k, v) in [
+            ("heartbeat_interval_ms", h.interval_ms),
+            ("dead_after", h.dead_after),
+            ("heartbeat_port", h.port.into()),
+            ("drain_ms", h.drain_ms),
+        ] {
+            t.insert(k.into(), Value::Integer(v.into()));
+        }
+        t.insert("heartbeat_group".into(), Value::String(h.group.to_string()));
+        Value::Table(t)
+    }
+
+    fn health_toml(&self) -> Value {
+        let h = &self.health;
+        let mut t = Table::new();
+        t.insert("check".into(), Value::String(h.check.name().into()));
+        if let CheckKind::Http {
+            path,
+            expect_status,
+        } = &h.check
+        {
+            t.insert("path".into(), Value::String(path.clone()));
+            t.insert(
+                "expect_status".into(),
+                Value::Integer((*expect_status).into()),
+            );
+        }
+        for (k, v) in [
+            ("interval_ms", h.interval_ms),
+            ("timeout_ms", h.timeout_ms),
+            ("rise", h.rise),
+            ("fall", h.fall),
+        ] {
+            t.insert(k.into(), Value::Integer(v.into()));
+        }
+        Value::Table(t)
     }
 }
 
@@ -677,6 +1127,12 @@ established = 300
 [cluster]
 node_id = 2
 members = [{ id = 1 }, { id = 2, weight = 3 }]
+key = "0123456789abcdef-test"
+heartbeat_interval_ms = 50
+
+[health]
+check = "http"
+path = "/health"
 "#;
 
     #[test]
@@ -697,6 +1153,65 @@ members = [{ id = 1 }, { id = 2, weight = 3 }]
         assert_eq!(c.table_size, 4096);
         assert_eq!(c.cluster.node_id, 2);
         assert_eq!(c.cluster.members[1], Member { id: 2, weight: 3 });
+        assert_eq!(
+            c.cluster.key,
+            Some(KeySource::Inline("0123456789abcdef-test".into()))
+        );
+        assert_eq!(c.cluster.heartbeat.interval_ms, 50);
+        assert_eq!(c.cluster.heartbeat.dead_after, 3);
+        assert_eq!(
+            c.health.check,
+            CheckKind::Http {
+                path: "/health".into(),
+                expect_status: 200
+            }
+        );
+        assert_eq!((c.health.rise, c.health.fall), (2, 3));
+    }
+
+    #[test]
+    fn cluster_and_health_errors() {
+        let no_key = GOOD.replace("key = \"0123456789abcdef-test\"\n", "");
+        assert!(err(&no_key).starts_with("cluster.key: missing (expected a cluster key"));
+        let short = GOOD.replace("0123456789abcdef-test", "short");
+        assert_eq!(
+            err(&short),
+            "cluster.key: expected at least 16 bytes, got 5 bytes"
+        );
+        let both = GOOD.replace(
+            "heartbeat_interval_ms",
+            "key_file = \"/k\"\nheartbeat_interval_ms",
+        );
+        assert!(err(&both).starts_with("cluster.key_file: expected either"));
+        let group = GOOD.replace(
+            "heartbeat_interval_ms = 50",
+            "heartbeat_group = \"198.18.1.1\"",
+        );
+        assert!(err(&group).starts_with("cluster.heartbeat_group: expected an IPv4 multicast"));
+        let dead = GOOD.replace("heartbeat_interval_ms = 50", "dead_after = 1");
+        assert_eq!(
+            err(&dead),
+            "cluster.dead_after: expected an integer 2..=100, got 1"
+        );
+        let check = GOOD.replace("check = \"http\"", "check = \"icmp\"");
+        assert_eq!(
+            err(&check),
+            "health.check: expected http, tcp or none, got \"icmp\""
+        );
+        let path = GOOD.replace("\"/health\"", "\"health\"");
+        assert!(err(&path).starts_with("health.path: expected a path"));
+        let tcp_path = GOOD.replace("check = \"http\"", "check = \"tcp\"");
+        assert!(err(&tcp_path).starts_with("health.path: expected no such field"));
+        // One member: no peers, no key needed.
+        let alone = no_key.replace("members = [{ id = 1 }, { id = 2, weight = 3 }]", "");
+        assert!(Config::from_toml_str(&alone).is_ok());
+    }
+
+    #[test]
+    fn serialiser_output_reads_back() {
+        let c = Config::from_toml_str(GOOD).unwrap();
+        let text = c.to_toml_string();
+        assert_eq!(Config::from_toml_str(&text).unwrap(), c, "{text}");
     }
 
     fn err(text: &str) -> String {
@@ -792,5 +1307,170 @@ members = [{ id = 1 }, { id = 2, weight = 3 }]
         assert_eq!(c.timeouts, Timeouts::default());
         assert_eq!(c.table_size, DEFAULT_TABLE_SIZE);
         assert_eq!(c.cluster, Cluster::default());
+        assert_eq!(c.health, HealthSettings::default());
+    }
+
+    mod roundtrip {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn ipv4() -> impl Strategy<Value = Ipv4Addr> {
+            (1u8..=223, any::<[u8; 3]>()).prop_map(|(a, [b, c, d])| Ipv4Addr::new(a, b, c, d))
+        }
+
+        fn real() -> impl Strategy<Value = RealServer> {
+            (
+                ipv4(),
+                1u16..,
+                0u32..=MAX_WEIGHT as u32,
+                proptest::option::of(any::<[u8; 6]>()),
+            )
+                .prop_map(|(addr, port, weight, mac)| RealServer {
+                    addr,
+                    port,
+                    weight,
+                    mac: mac.map(MacAddr),
+                })
+        }
+
+        fn cluster() -> impl Strategy<Value = Cluster> {
+            (
+                proptest::collection::btree_map(any::<u32>(), 0u32..=MAX_MEMBER_WEIGHT, 1..6),
+                any::<prop::sample::Index>(),
+                prop_oneof![
+                    "[ -~]{16,40}".prop_map(KeySource::Inline),
+                    "/[a-z0-9/._-]{1,30}".prop_map(|p| KeySource::File(p.into())),
+                ],
+                (10u32..=60_000, 2u32..=100, 1u16.., 0u32..=3_600_000),
+                (224u8..=239, any::<[u8; 3]>()),
+            )
+                .prop_map(
+                    |(ms, pick, key, (iv, dead, port, drain), (a, [b, c, d]))| {
+                        let members: Vec<Member> = ms
+                            .into_iter()
+                            .map(|(id, weight)| Member { id, weight })
+                            .collect();
+                        let group = match Ipv4Addr::new(a, b, c, d) {
+                            g if g.is_link_local() || (a == 224 && b == 0 && c == 0) => {
+                                Ipv4Addr::new(239, b, c, d)
+                            }
+                            g => g,
+                        };
+                        Cluster {
+                            node_id: members[pick.index(members.len())].id,
+                            members,
+                            key: Some(key),
+                            heartbeat: HeartbeatSettings {
+                                interval_ms: iv,
+                                dead_after: dead,
+                                group,
+                                port,
+                                drain_ms: drain,
+                            },
+                        }
+                    },
+                )
+        }
+
+        fn health() -> impl Strategy<Value = HealthSettings> {
+            (
+                prop_oneof![
+                    Just(CheckKind::None),
+                    Just(CheckKind::Tcp),
+                    ("/[!-~]{0,20}", 100u16..=599).prop_map(|(path, expect_status)| {
+                        CheckKind::Http {
+                            path,
+                            expect_status,
+                        }
+                    }),
+                ],
+                (10u32..=60_000, 1u32..=60_000, 1u32..=100, 1u32..=100),
+            )
+                .prop_map(|(check, (interval_ms, timeout_ms, rise, fall))| {
+                    HealthSettings {
+                        check,
+                        interval_ms,
+                        timeout_ms,
+                        rise,
+                        fall,
+                    }
+                })
+        }
+
+        fn config() -> impl Strategy<Value = Config> {
+            (
+                ("[a-z0-9.-]{1,15}", "[a-z0-9.-]{1,15}", ipv4(), 1u16..),
+                (any::<bool>(), ipv4(), 0u32..=MAX_WEIGHT as u32),
+                proptest::collection::vec(real(), 0..4),
+                (0usize..6, any::<bool>(), 1usize..=MAX_CAPACITY),
+                proptest::array::uniform11(1u32..=MAX_TIMEOUT as u32),
+                cluster(),
+                health(),
+            )
+                .prop_map(
+                    |(
+                        (f, b, vip, port),
+                        (bi, laddr, lw),
+                        reals,
+                        (sched, dr, table_size),
+                        t,
+                        cluster,
+                        health,
+                    )| {
+                        let forwarding = if dr { Forwarding::Dr } else { Forwarding::Nat };
+                        let mut real_servers: Vec<RealServer> = Vec::new();
+                        for mut r in reals {
+                            if dr {
+                                r.port = port;
+                            }
+                            if !real_servers.iter().any(|o| o.endpoint() == r.endpoint()) {
+                                real_servers.push(r);
+                            }
+                        }
+                        let mut timeouts = Timeouts::default();
+                        for ((_, slot), v) in timeouts.fields_mut().into_iter().zip(t) {
+                            *slot = v;
+                        }
+                        let kinds = [
+                            SchedulerKind::Rr,
+                            SchedulerKind::Wrr,
+                            SchedulerKind::Lc,
+                            SchedulerKind::Wlc,
+                            SchedulerKind::Sh,
+                            SchedulerKind::Mh,
+                        ];
+                        Config {
+                            front_interface: f,
+                            back_interface: b,
+                            vip: SocketAddrV4::new(vip, port),
+                            bi_active: bi || real_servers.is_empty(),
+                            local: LocalServer {
+                                addr: laddr,
+                                port,
+                                weight: lw,
+                            },
+                            real_servers,
+                            scheduler: kinds[sched % kinds.len()],
+                            forwarding,
+                            timeouts,
+                            table_size,
+                            cluster,
+                            health,
+                        }
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Every valid configuration survives writing and reading back.
+            #[test]
+            fn toml_round_trip(c in config()) {
+                prop_assert_eq!(c.validate(), Ok(()));
+                let text = c.to_toml_string();
+                prop_assert_eq!(Config::from_toml_str(&text), Ok(c), "{}", text);
+            }
+        }
     }
 }

@@ -223,6 +223,11 @@ impl Balancer {
         Ok(())
     }
 
+    /// This balancer's cluster id.
+    pub fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
     /// The current ownership table.
     pub fn ownership(&self) -> &Ownership {
         &self.ownership
@@ -540,7 +545,7 @@ fn direction_in(m: Method) -> Direction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Cluster, LocalServer, RealServer};
+    use crate::config::{Cluster, KeySource, LocalServer, RealServer};
     use crate::conntrack::{TcpState, Timeouts};
     use crate::wire::build::{syn_options, tcp_frame, FrameSpec};
     use crate::wire::{TcpFlags, TcpSegment};
@@ -584,6 +589,7 @@ mod tests {
             timeouts: Timeouts::default(),
             table_size: 1024,
             cluster: Cluster::default(),
+            health: Default::default(),
         }
     }
 
@@ -857,6 +863,8 @@ mod tests {
         c1.cluster = Cluster {
             node_id: 1,
             members: vec![Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }],
+            key: Some(KeySource::Inline("engine-test-cluster-key".into())),
+            ..Cluster::default()
         };
         let mut c2 = c1.clone();
         c2.cluster.node_id = 2;
@@ -1185,6 +1193,7 @@ mod tests {
         c1.cluster = Cluster {
             node_id: 1,
             members: vec![Member { id: 1, weight: 1 }],
+            ..Cluster::default()
         };
         let mut b1 = lb(&c1);
         let two = vec![Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }];

@@ -15,15 +15,22 @@
 //! * per-target `conns` grow by exactly one for an accepted initial SYN
 //!   that opens a flow (no entry, or a closing entry it reuses) and by
 //!   zero for anything else (so `/stats` connections equal accepted SYNs).
+//!
+//! Heartbeats ([`gen_heartbeat`], [`run_heartbeat`]) get the same
+//! treatment: signed datagrams with random fields, mutated and random
+//! ones, through a membership [`Node`], checking per datagram that nothing
+//! refused changes the membership and nothing unconfigured enters it.
 
 #![forbid(unsafe_code)]
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use crate::config::{Cluster, Config, Forwarding, LocalServer, RealServer};
+use crate::config::{Cluster, Config, Forwarding, KeySource, LocalServer, RealServer};
 use crate::conntrack::{ConnKey, Timeouts};
 use crate::engine::{Action, Balancer, Interfaces};
+use crate::heartbeat::{self, BadKey, Heartbeat, Key, Reject, State};
+use crate::membership::{Node, Timing};
 use crate::ownership::Member;
 use crate::sched::{SchedulerKind, Target};
 use crate::wire::build::{syn_options, tcp_frame, FrameSpec};
@@ -71,7 +78,10 @@ pub fn config(forwarding: Forwarding, scheduler: SchedulerKind) -> Config {
         cluster: Cluster {
             node_id: 1,
             members: vec![Member { id: 1, weight: 2 }, Member { id: 2, weight: 1 }],
+            key: Some(KeySource::Inline("fuzzing-cluster-key".into())),
+            heartbeat: Default::default(),
         },
+        health: Default::default(),
     }
 }
 
@@ -296,6 +306,101 @@ pub fn gen_frame(rng: &mut Rng) -> (Vec<u8>, bool) {
         }
     }
     (f, front)
+}
+
+/// The cluster key of the heartbeat fuzzing.
+pub const HEARTBEAT_KEY: &[u8] = b"fuzzing-heartbeat-key";
+
+/// A membership node (id 1 of members 1..=3) for heartbeat fuzzing.
+pub fn heartbeat_node(now: Duration, wall_ms: u64) -> Result<Node, BadKey> {
+    let members: Vec<Member> = (1..=3).map(|id| Member { id, weight: 1 }).collect();
+    let timing = Timing {
+        interval: Duration::from_millis(100),
+        dead_after: 3,
+    };
+    Ok(Node::new(
+        1,
+        SocketAddrV4::new(VIP, 80),
+        &members,
+        timing,
+        Key::new(HEARTBEAT_KEY)?,
+        now,
+        wall_ms,
+    ))
+}
+
+/// Generates a heartbeat datagram: signed ones with random fields (so the
+/// membership logic runs), mutated signed ones (a byte flipped, cut or
+/// extended: the parser's refusals) and noise.
+pub fn gen_heartbeat(rng: &mut Rng, wall_ms: u64) -> Result<Vec<u8>, BadKey> {
+    let states = [
+        State::Listening,
+        State::Ready,
+        State::Active,
+        State::Leaving,
+        State::Withdrawn,
+    ];
+    let hb = Heartbeat {
+        state: states[rng.below(states.len())],
+        vip: SocketAddrV4::new(VIP, if rng.below(20) == 0 { 81 } else { 80 }),
+        node_id: rng.below(5) as u32,
+        epoch: wall_ms.saturating_sub(rng.below(3) as u64 * 1000),
+        seq: rng.below(50) as u64,
+        sent_ms: wall_ms.saturating_sub(rng.below(7000) as u64),
+        view: (1..=4).filter(|_| rng.below(2) == 0).collect(),
+    };
+    let mut out = Vec::new();
+    hb.emit(&Key::new(HEARTBEAT_KEY)?, &mut out);
+    match rng.below(6) {
+        0 => {
+            let i = rng.below(out.len());
+            out[i] ^= 1 << rng.below(8);
+        }
+        1 => out.truncate(rng.below(out.len())),
+        2 => out.push(rng.below(256) as u8),
+        3 => {
+            let n = rng.below(heartbeat::MAX_LEN + 8);
+            out = (0..n).map(|_| rng.below(256) as u8).collect();
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
+/// Runs one datagram through `node` and checks the invariants: no panic
+/// (the caller observes that), what is accepted re-emits to the same bytes,
+/// a refusal changes neither the view nor its version, and the view only
+/// holds configured members.
+pub fn run_heartbeat(
+    node: &mut Node,
+    now: Duration,
+    wall_ms: u64,
+    bytes: &[u8],
+) -> Result<Option<Reject>, String> {
+    let (members, version) = (node.members(), node.version());
+    let r = node.receive(now, wall_ms, bytes);
+    if let Err(reason) = r {
+        if node.members() != members || node.version() != version {
+            return Err(format!(
+                "refused ({reason}) heartbeat changed the membership"
+            ));
+        }
+    } else {
+        let key = Key::new(HEARTBEAT_KEY).map_err(|e| e.to_string())?;
+        let hb = Heartbeat::parse(bytes, &key).map_err(|e| format!("accepted, reparse {e}"))?;
+        let mut out = Vec::new();
+        hb.emit(&key, &mut out);
+        if out != bytes {
+            return Err("accepted heartbeat does not re-emit to its bytes".into());
+        }
+    }
+    if node.members().iter().any(|m| !(1..=3).contains(&m.id)) {
+        return Err(format!(
+            "view holds an unconfigured member: {:?}",
+            node.members()
+        ));
+    }
+    Ok(r.err())
 }
 
 #[cfg(test)]

@@ -14,6 +14,10 @@
 //! * [`sched`]: the [`sched::Scheduler`] trait and rr, wrr, lc, wlc, sh, mh.
 //! * [`ownership`]: which live balancer owns a new flow (4096 buckets,
 //!   weighted rendezvous over the membership).
+//! * [`health`]: per-target health (rise/fall) from check results.
+//! * [`heartbeat`]: the signed heartbeat datagram (parse/emit, HMAC-SHA256).
+//! * [`membership`]: the heartbeat membership state machine (join, death,
+//!   leave, withdrawal) whose view feeds [`engine::Balancer::set_membership`].
 //! * [`conntrack`]: the bounded connection table, LVS TCP states and timeouts.
 //! * [`config`]: the configuration, parsed from TOML with precise errors.
 //! * [`counters`]: drop reasons, per-target counters, JSON snapshot, and an
@@ -34,6 +38,9 @@ pub mod counters;
 pub mod engine;
 pub mod fuzzing;
 pub mod hash;
+pub mod health;
+pub mod heartbeat;
+pub mod membership;
 pub mod ownership;
 pub mod rewrite;
 pub mod sched;

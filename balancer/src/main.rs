@@ -14,7 +14,7 @@ use balancer::counters::format_list;
 use balancer::status::{format_status, StatusDoc};
 use clap::Parser;
 
-use crate::cli::{Cli, Command, RunArgs, StatsArgs};
+use crate::cli::{Cli, Command, ControlArgs, RunArgs, StatsArgs};
 use crate::io::packet::PortOptions;
 use crate::io::runner::{self, RunOptions};
 
@@ -23,12 +23,49 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(a) => run(&a),
         Command::Stats(a) => stats(&a),
+        Command::Drain(a) => control(&a, "/drain".into()),
+        Command::Undrain(a) => control(&a, "/undrain".into()),
+        Command::Weight(a) => {
+            if io::control::parse_target(&a.target).is_none() {
+                eprintln!(
+                    "balancer: target {:?}: expected local or realN (as `balancer stats` names them)",
+                    a.target
+                );
+                return ExitCode::from(2);
+            }
+            control(
+                &a.control,
+                format!("/weight?target={}&weight={}", a.target, a.weight),
+            )
+        }
+    }
+}
+
+/// Sends a command to a control endpoint and prints its answer.
+fn control(a: &ControlArgs, path: String) -> ExitCode {
+    let t = Duration::from_millis(a.timeout_ms);
+    match io::control::request(a.control, "POST", &path, t) {
+        Ok(body) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("balancer: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }
 
 fn run(a: &RunArgs) -> ExitCode {
     let cfg = match cli::build_config(a) {
         Ok(c) => c,
+        Err(e) => {
+            eprintln!("balancer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cluster_key = match cli::load_key(&cfg) {
+        Ok(k) => k,
         Err(e) => {
             eprintln!("balancer: {e}");
             return ExitCode::from(2);
@@ -46,6 +83,7 @@ fn run(a: &RunArgs) -> ExitCode {
         tun: a.tun.clone(),
         control: a.control,
         batch: a.batch as usize,
+        cluster_key,
     };
     match runner::run(cfg, opts) {
         Ok(()) => ExitCode::SUCCESS,

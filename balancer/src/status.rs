@@ -15,6 +15,8 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::counters::{format_stats, Snapshot};
+use crate::health::TargetHealth;
+use crate::membership::MembershipDoc;
 
 /// Process-level figures kept by the packet thread.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -63,6 +65,12 @@ pub struct StatusDoc {
     pub snapshot: Snapshot,
     /// Process figures.
     pub process: ProcessInfo,
+    /// Heartbeat membership (absent without peers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<MembershipDoc>,
+    /// Health checks per target (absent when checks are off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Vec<TargetHealth>>,
 }
 
 impl StatusDoc {
@@ -113,7 +121,72 @@ pub fn format_status(d: &StatusDoc) -> String {
             format!(", unresolved: {}", p.unresolved.join(", "))
         }
     );
+    if let Some(m) = &d.membership {
+        format_membership(&mut o, m);
+    }
+    if let Some(h) = &d.health {
+        let _ = writeln!(o, "Health:");
+        for t in h {
+            let _ = writeln!(
+                o,
+                "  {:<8} {:<21} {:<4} for {:>7} ms, {} checks, {} failed{}",
+                t.name,
+                t.addr,
+                if t.up { "up" } else { "DOWN" },
+                t.since_ms,
+                t.checks,
+                t.failures,
+                t.last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" (last: {e})"))
+            );
+        }
+    }
     o
+}
+
+/// The membership lines of `balancer stats`.
+fn format_membership(o: &mut String, m: &MembershipDoc) {
+    let _ = writeln!(
+        o,
+        "Membership: node {} {:?}, epoch {}, view {:?}, {} buckets owned here{}",
+        m.node_id,
+        m.state,
+        m.epoch,
+        m.view,
+        m.owned_buckets,
+        if m.withdrawn { ", withdrawn" } else { "" }
+    );
+    for mb in &m.members {
+        let _ = writeln!(
+            o,
+            "  member {:<4} weight {:<3} {:<10} last heard {:>8}  {}",
+            mb.id,
+            mb.weight,
+            mb.state
+                .map_or("unheard".to_string(), |s| format!("{s:?}").to_lowercase()),
+            mb.age_ms.map_or("-".to_string(), |a| format!("{a} ms")),
+            if mb.in_view { "in view" } else { "" }
+        );
+    }
+    let c = &m.counters;
+    let refused: Vec<String> = c
+        .rejected
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "Heartbeats: {} sent, {} accepted, refused: {}",
+        c.sent,
+        c.accepted,
+        if refused.is_empty() {
+            "none".to_string()
+        } else {
+            refused.join(", ")
+        }
+    );
 }
 
 #[cfg(test)]
@@ -145,6 +218,8 @@ mod tests {
                 unresolved: vec!["real[0] 10.1.0.2".into()],
                 ..Default::default()
             },
+            membership: None,
+            health: None,
         }
     }
 

@@ -15,42 +15,23 @@
 //! `stats` CLI, DR (via `--io direct`), and SIGTERM → exit 0.
 //! Everything lives in 198.19.0.0/16 and is deleted on drop, even on panic.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 use balancer::status::StatusDoc;
 use balancer::wire::build::{tcp_frame, FrameSpec};
 use balancer::wire::{Ipv4Packet, MacAddr, TcpFlags};
+use common::{have_root, http_get, in_ns, sh, with_ns, Proc};
 
 const CLI: &str = "bal-tcli";
 const LB: &str = "bal-tlb";
 const RS: &str = "bal-trs";
 const VIP: &str = "198.19.1.100";
 const CONTROL: &str = "198.19.0.1:9100";
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> String {
-    let mut v = vec!["ip", "netns", "exec", ns];
-    v.extend_from_slice(args);
-    sh(&v)
-}
 
 /// Deletes the namespaces (and with them every veth, address and rule).
 struct Topology;
@@ -205,103 +186,6 @@ impl Drop for Topology {
     fn drop(&mut self) {
         Self::clean();
     }
-}
-
-/// A child process killed on drop.
-struct Proc {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// Starts `argv` in `ns` and waits for a stderr line containing `ready`.
-    fn start(ns: &str, argv: &[&str], ready: &str) -> Proc {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(argv)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        let lines = stderr.clone();
-        let ready_s = ready.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                eprintln!(
-                    "  [{}] {line}",
-                    if line.starts_with("balancer") {
-                        "lb"
-                    } else {
-                        "rs"
-                    }
-                );
-                if line.contains(&ready_s) {
-                    let _ = tx.send(());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let mut p = Proc { child, stderr };
-        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            let status = p.child.try_wait();
-            panic!(
-                "{argv:?} not ready within 10 s ({status:?}); stderr: {:?}",
-                p.stderr.lock().unwrap()
-            );
-        }
-        p
-    }
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
-    }
-}
-
-/// Runs `f` on a thread that has entered the network namespace `ns`.
-fn with_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns on a valid namespace descriptor; it changes only this thread.
-        let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("write: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad reply {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
 }
 
 /// `n` GETs of / from the client to the VIP, one connection each; returns failures.
@@ -468,11 +352,7 @@ fn inject_garbage(lb_front: MacAddr) {
 
 #[test]
 fn balancer_end_to_end_in_namespaces() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "\n*** SKIP: balancer_end_to_end_in_namespaces needs root (network namespaces) ***\n"
-        );
+    if !have_root("balancer_end_to_end_in_namespaces") {
         return;
     }
     let bin = env!("CARGO_BIN_EXE_balancer");

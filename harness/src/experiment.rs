@@ -8,6 +8,11 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 
+use balancer::config::{
+    CheckKind, Cluster, Config, Forwarding, HealthSettings, KeySource, LocalServer, RealServer,
+};
+use balancer::ownership::Member;
+use balancer::sched::SchedulerKind;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{front_iface, VIP_TUN};
@@ -18,8 +23,6 @@ use crate::topology::{Node, Role, Topology};
 pub const SERVICE_PORT: u16 = 80;
 /// Port of each balancer's control endpoint (on its front address).
 pub const CONTROL_PORT: u16 = 9100;
-/// Schedulers the balancer accepts (`balancer::sched::SchedulerKind::NAMES`).
-pub const SCHEDULERS: &[&str] = &["rr", "wrr", "lc", "wlc", "sh", "mh"];
 /// Schema identifier of the JSON result.
 pub const RESULT_SCHEMA: &str = "harness-run/1";
 
@@ -39,6 +42,14 @@ impl Method {
         match self {
             Method::Nat => "nat",
             Method::Dr => "dr",
+        }
+    }
+
+    /// The balancer's forwarding setting for this method.
+    pub fn forwarding(self) -> Forwarding {
+        match self {
+            Method::Nat => Forwarding::Nat,
+            Method::Dr => Forwarding::Dr,
         }
     }
 }
@@ -132,7 +143,10 @@ pub struct BalancerPlan {
     pub control: SocketAddrV4,
     /// Nodes of its sub-cluster's real servers, in config order.
     pub real_servers: Vec<String>,
-    /// The TOML configuration (`balancer run --config`).
+    /// Its configuration, validated by the balancer's own rules.
+    pub config: Config,
+    /// `config` as the TOML file `balancer run --config` reads (the
+    /// balancer's serializer wrote it).
     pub config_toml: String,
 }
 
@@ -157,6 +171,58 @@ fn first_addr(n: &Node, seg: &str) -> Option<Ipv4Addr> {
         .find(|f| f.segment == seg)
         .and_then(|f| f.addrs.first())
         .map(|a| a.addr.addr)
+}
+
+/// A balancer's front interface (on the VIP's segment), its address, and
+/// its back interface (the other one).
+fn lb_interfaces<'a>(
+    t: &'a Topology,
+    n: &'a Node,
+) -> Result<
+    (
+        &'a crate::topology::Iface,
+        Ipv4Addr,
+        &'a crate::topology::Iface,
+    ),
+    PlanError,
+> {
+    let front = front_iface(t, n).ok_or_else(|| {
+        PlanError(format!(
+            "balancer {} has no interface on the VIP's segment",
+            n.name
+        ))
+    })?;
+    let front_addr = front
+        .addrs
+        .first()
+        .map(|a| a.addr.addr)
+        .ok_or_else(|| PlanError(format!("{}:{} has no address", n.name, front.name)))?;
+    let back = n
+        .ifaces
+        .iter()
+        .find(|f| f.name != front.name)
+        .ok_or_else(|| {
+            PlanError(format!(
+                "balancer {} needs a second interface (back) towards its real servers",
+                n.name
+            ))
+        })?;
+    Ok((front, front_addr, back))
+}
+
+/// The heartbeat key of the balancers this harness process starts: 32
+/// bytes from the kernel's random source, hex, drawn once per process (the
+/// config files in the run directory carry it; nothing else does).
+pub fn run_key() -> Result<&'static str, PlanError> {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(k) = KEY.get() {
+        return Ok(k);
+    }
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .map_err(|e| PlanError(format!("cannot draw a cluster key from /dev/urandom: {e}")))?;
+    Ok(KEY.get_or_init(|| b.iter().map(|x| format!("{x:02x}")).collect()))
 }
 
 impl RunSpec {
@@ -194,11 +260,11 @@ impl RunSpec {
                 self.clients, t.name
             ));
         }
-        if !SCHEDULERS.contains(&self.scheduler.as_str()) {
+        if self.scheduler.parse::<SchedulerKind>().is_err() {
             return bad(format!(
                 "--scheduler {}: expected one of {}",
                 self.scheduler,
-                SCHEDULERS.join(", ")
+                SchedulerKind::NAMES
             ));
         }
         match (self.rate, self.stop) {
@@ -253,7 +319,8 @@ impl RunSpec {
         if !t.nodes.iter().any(|n| n.role == Role::Balancer) {
             return bad(format!("topology `{}` has no balancer", t.name));
         }
-        for p in self.balancers()? {
+        // The key only fills the configuration's field here: validation stays pure.
+        for p in self.balancers_keyed("validation-only-cluster-key")? {
             if p.real_servers.is_empty() && !self.bi_active {
                 return bad(format!(
                     "balancer {} has no real server and --bi-active is off: nobody would serve",
@@ -305,39 +372,33 @@ impl RunSpec {
     }
 
     /// One plan per balancer: interfaces, VIP, local server, the real
-    /// servers on its `back` segment, and the cluster members.
+    /// servers on its `back` segment, the cluster members with this
+    /// process's heartbeat key ([`run_key`]), and HTTP health checks.
     pub fn balancers(&self) -> Result<Vec<BalancerPlan>, PlanError> {
+        self.balancers_keyed(run_key()?)
+    }
+
+    /// [`RunSpec::balancers`] with a given cluster key (tests pin it).
+    pub fn balancers_keyed(&self, key: &str) -> Result<Vec<BalancerPlan>, PlanError> {
         let t = &self.topology;
         let lbs: Vec<&Node> = t
             .nodes
             .iter()
             .filter(|n| n.role == Role::Balancer)
             .collect();
-        let members: Vec<String> = (1..=lbs.len())
-            .map(|id| format!("{{ id = {id}, weight = 1 }}"))
+        let members: Vec<Member> = (1..=lbs.len() as u32)
+            .map(|id| Member { id, weight: 1 })
             .collect();
+        let scheduler: SchedulerKind = self.scheduler.parse().map_err(|_| {
+            PlanError(format!(
+                "--scheduler {}: expected one of {}",
+                self.scheduler,
+                SchedulerKind::NAMES
+            ))
+        })?;
         let mut out = Vec::new();
         for (i, n) in lbs.iter().enumerate() {
-            let front = front_iface(t, n).ok_or_else(|| {
-                PlanError(format!(
-                    "balancer {} has no interface on the VIP's segment",
-                    n.name
-                ))
-            })?;
-            let front_addr =
-                front.addrs.first().map(|a| a.addr.addr).ok_or_else(|| {
-                    PlanError(format!("{}:{} has no address", n.name, front.name))
-                })?;
-            let back = n
-                .ifaces
-                .iter()
-                .find(|f| f.name != front.name)
-                .ok_or_else(|| {
-                    PlanError(format!(
-                        "balancer {} needs a second interface (back) towards its real servers",
-                        n.name
-                    ))
-                })?;
+            let (front, front_addr, back) = lb_interfaces(t, n)?;
             let reals: Vec<(&Node, Ipv4Addr)> = t
                 .nodes
                 .iter()
@@ -345,40 +406,60 @@ impl RunSpec {
                 .filter_map(|r| first_addr(r, &back.segment).map(|a| (r, a)))
                 .collect();
             let node_id = (i + 1) as u32;
-            let mut toml = String::new();
-            let _ = writeln!(
-                toml,
-                "# balancer of {} ({}), written by `harness run`\n\
-                 scheduler = \"{}\"\nforwarding = \"{}\"\nbi_active = {}\n\n\
-                 [interfaces]\nfront = \"{}\"\nback = \"{}\"\n\n\
-                 [vip]\naddr = \"{}\"\nport = {SERVICE_PORT}\n\n\
-                 [local]\naddr = \"{front_addr}\"\nport = {SERVICE_PORT}\nweight = 1\n",
-                n.name,
-                t.name,
-                self.scheduler,
-                self.method.as_str(),
-                self.bi_active,
-                front.name,
-                back.name,
-                t.vip,
-            );
-            for (_, a) in &reals {
-                let _ = writeln!(
-                    toml,
-                    "[[real_servers]]\naddr = \"{a}\"\nport = {SERVICE_PORT}\nweight = 1\n"
-                );
-            }
-            let _ = writeln!(
-                toml,
-                "[cluster]\nnode_id = {node_id}\nmembers = [{}]",
-                members.join(", ")
-            );
+            let config = Config {
+                front_interface: front.name.clone(),
+                back_interface: back.name.clone(),
+                vip: SocketAddrV4::new(t.vip, SERVICE_PORT),
+                bi_active: self.bi_active,
+                local: LocalServer {
+                    addr: front_addr,
+                    port: SERVICE_PORT,
+                    weight: 1,
+                },
+                real_servers: reals
+                    .iter()
+                    .map(|(_, a)| RealServer {
+                        addr: *a,
+                        port: SERVICE_PORT,
+                        weight: 1,
+                        mac: None,
+                    })
+                    .collect(),
+                scheduler,
+                forwarding: self.method.forwarding(),
+                timeouts: Default::default(),
+                table_size: balancer::config::DEFAULT_TABLE_SIZE,
+                cluster: Cluster {
+                    node_id,
+                    members: members.clone(),
+                    key: (members.len() > 1).then(|| KeySource::Inline(key.to_string())),
+                    ..Cluster::default()
+                },
+                health: HealthSettings::with_check(CheckKind::Http {
+                    // realserver answers /stats without counting it, so the
+                    // checks leave the "served by node" table alone.
+                    path: "/stats".into(),
+                    expect_status: 200,
+                }),
+            };
+            config.validate().map_err(|e| {
+                PlanError(format!(
+                    "balancer {} of topology `{}`: its configuration is invalid: {e}",
+                    n.name, t.name
+                ))
+            })?;
             out.push(BalancerPlan {
                 node: n.name.clone(),
                 node_id,
                 control: SocketAddrV4::new(front_addr, CONTROL_PORT),
                 real_servers: reals.iter().map(|(r, _)| r.name.clone()).collect(),
-                config_toml: toml,
+                config_toml: format!(
+                    "# balancer of {} ({}), written by `harness run`\n{}",
+                    n.name,
+                    t.name,
+                    config.to_toml_string()
+                ),
+                config,
             });
         }
         Ok(out)
@@ -722,44 +803,42 @@ mod tests {
         assert_eq!(b[1].node_id, 2);
         assert_eq!(b[1].real_servers, ["rs2"]);
         assert_eq!(b[1].control.to_string(), "198.18.1.12:9100");
-        let toml = &b[1].config_toml;
-        for needle in [
-            "scheduler = \"rr\"",
-            "forwarding = \"nat\"",
-            "bi_active = false",
-            "front = \"front\"",
-            "back = \"back\"",
-            "addr = \"198.18.1.100\"",
-            "[local]\naddr = \"198.18.1.12\"",
-            "[[real_servers]]\naddr = \"198.18.12.11\"\nport = 80",
-            "node_id = 2\nmembers = [{ id = 1, weight = 1 }, { id = 2, weight = 1 }]",
-        ] {
-            assert!(toml.contains(needle), "`{needle}` missing in\n{toml}");
-        }
-        assert_eq!(toml.matches("[[real_servers]]").count(), 1);
-        // It is valid TOML with the balancer's top-level keys.
-        let v: toml::Table = toml.parse().unwrap();
-        let keys: Vec<&str> = v.keys().map(String::as_str).collect();
+        let c = &b[1].config;
+        assert_eq!(c.scheduler, SchedulerKind::Rr);
+        assert_eq!(c.forwarding, Forwarding::Nat);
+        assert!(!c.bi_active);
         assert_eq!(
-            keys,
-            [
-                "bi_active",
-                "cluster",
-                "forwarding",
-                "interfaces",
-                "local",
-                "real_servers",
-                "scheduler",
-                "vip"
-            ]
+            (c.front_interface.as_str(), c.back_interface.as_str()),
+            ("front", "back")
         );
+        assert_eq!(c.vip.to_string(), "198.18.1.100:80");
+        assert_eq!(c.local.addr.to_string(), "198.18.1.12");
+        assert_eq!(c.real_servers.len(), 1);
+        assert_eq!(c.real_servers[0].endpoint().to_string(), "198.18.12.11:80");
+        assert_eq!(c.cluster.node_id, 2);
+        assert_eq!(
+            c.cluster.members,
+            [Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }]
+        );
+        assert!(matches!(c.health.check, CheckKind::Http { .. }));
+        // The file is the balancer's own serialisation of that value.
+        let toml = &b[1].config_toml;
+        assert_eq!(&Config::from_toml_str(toml).unwrap(), c);
+        // Every run of one process shares one random key; one balancer alone needs none.
+        let again = s.balancers().unwrap();
+        assert_eq!(again[0].config.cluster.key, again[1].config.cluster.key);
+        assert!(
+            matches!(&again[0].config.cluster.key, Some(KeySource::Inline(k)) if k.len() == 64)
+        );
+        let one = spec("1lb-1rs", true).balancers().unwrap();
+        assert_eq!(one[0].config.cluster.key, None);
         assert_eq!(
             b[0].args(Path::new("/r/lb1.toml")).join(" "),
             "run --config /r/lb1.toml --control 198.18.1.11:9100 --tun vip0"
         );
         let dr = spec("1lb-1rs-dr", true).balancers().unwrap();
-        assert!(dr[0].config_toml.contains("forwarding = \"dr\""));
-        assert!(dr[0].config_toml.contains("bi_active = true"));
+        assert_eq!(dr[0].config.forwarding, Forwarding::Dr);
+        assert!(dr[0].config.bi_active);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The control endpoint: a tiny HTTP/1.1 server on its own std thread
-//! (`GET /stats` → the JSON [`StatusDoc`], 404 elsewhere), and the client
-//! `balancer stats` uses.
+//! (`GET /stats` → the JSON [`StatusDoc`], `GET /membership` → its
+//! membership part, `POST /drain`, `POST /undrain`, `POST
+//! /weight?target=T&weight=W` → carried out by the packet thread; 404
+//! elsewhere), and the client the `balancer` subcommands use.
 //!
 //! The packet thread owns the engine, so the control thread never locks
 //! it: it sends a reply channel to the packet thread, wakes it through the
@@ -10,10 +12,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Sender, SyncSender};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use balancer::sched::Target;
 use balancer::status::StatusDoc;
 
 /// Largest request head accepted.
@@ -21,8 +24,74 @@ pub const MAX_HEAD: usize = 8192;
 /// Read/write timeout of a control connection.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A request for a document, answered by the packet thread.
-pub type DocRequest = SyncSender<StatusDoc>;
+/// An operator command, carried out by the packet thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Withdraw from ownership (established flows continue).
+    Drain,
+    /// Undo [`Command::Drain`].
+    Undrain,
+    /// Set a target's scheduling weight (0 quiesces it).
+    Weight {
+        /// The target.
+        target: Target,
+        /// Its new weight.
+        weight: u32,
+    },
+}
+
+/// A request to the packet thread, with the channel for its answer.
+#[derive(Debug)]
+pub enum Request {
+    /// The status document.
+    Doc(SyncSender<StatusDoc>),
+    /// A command; the answer is a message or why it was refused.
+    Command(Command, SyncSender<Result<String, String>>),
+}
+
+/// Parses a target name: `local`, `realN` or `real[N]`.
+pub fn parse_target(s: &str) -> Option<Target> {
+    if s == "local" {
+        return Some(Target::Local);
+    }
+    let n = s.strip_prefix("real")?;
+    let n = n
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(n);
+    n.parse().ok().map(Target::Real)
+}
+
+fn parse_command(path: &str, query: &str) -> Result<Command, String> {
+    match path {
+        "/drain" => Ok(Command::Drain),
+        "/undrain" => Ok(Command::Undrain),
+        _ => {
+            let (mut target, mut weight) = (None, None);
+            for kv in query.split('&') {
+                match kv.split_once('=') {
+                    Some(("target", v)) => target = Some(v),
+                    Some(("weight", v)) => weight = Some(v),
+                    _ => {
+                        return Err(format!(
+                            "unknown parameter {kv:?} (expected target=T&weight=W)"
+                        ))
+                    }
+                }
+            }
+            let t = target.ok_or("missing target=local|realN")?;
+            let target =
+                parse_target(t).ok_or_else(|| format!("target {t:?}: expected local or realN"))?;
+            let w = weight.ok_or("missing weight=W")?;
+            let weight = w
+                .parse::<u32>()
+                .ok()
+                .filter(|w| i64::from(*w) <= balancer::config::MAX_WEIGHT)
+                .ok_or_else(|| format!("weight {w:?}: expected an integer 0..=65535"))?;
+            Ok(Command::Weight { target, weight })
+        }
+    }
+}
 
 /// What a request head asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +100,12 @@ pub enum Route {
     Stats,
     /// `HEAD /stats`.
     StatsHead,
+    /// `GET /membership`: the membership part of the document.
+    Membership,
+    /// `POST /drain`, `/undrain`, `/weight?..`.
+    Command(Command),
+    /// A command with bad parameters (400, with the reason).
+    BadCommand(String),
     /// A path we do not serve.
     NotFound,
     /// Another method on /stats.
@@ -57,9 +132,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Route>, u16> {
     if !version.starts_with("HTTP/1.") {
         return Err(505);
     }
-    let path = target.split('?').next().unwrap_or_default();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     Ok(Some(match (method, path) {
         ("GET", "/stats") => Route::Stats,
+        ("GET", "/membership") => Route::Membership,
+        ("POST", "/drain" | "/undrain" | "/weight") => match parse_command(path, query) {
+            Ok(c) => Route::Command(c),
+            Err(e) => Route::BadCommand(e),
+        },
         ("HEAD", "/stats") => Route::StatsHead,
         (_, "/stats") => Route::MethodNotAllowed,
         _ => Route::NotFound,
@@ -104,7 +184,7 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// `wake` handle (the self-pipe's write end) nudges the packet loop.
 pub fn spawn(
     listener: TcpListener,
-    requests: Sender<DocRequest>,
+    requests: Sender<Request>,
     wake: std::fs::File,
 ) -> anyhow::Result<()> {
     std::thread::Builder::new()
@@ -124,8 +204,8 @@ pub fn spawn(
 
 fn handle(
     mut s: TcpStream,
-    requests: &Sender<DocRequest>,
-    mut wake: &std::fs::File,
+    requests: &Sender<Request>,
+    wake: &std::fs::File,
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -154,17 +234,46 @@ fn handle(
     let reply = match route {
         Ok(Route::Stats) | Ok(Route::StatsHead) => {
             let head_only = route == Ok(Route::StatsHead);
-            let (tx, rx) = mpsc::sync_channel(1);
-            let doc = requests.send(tx).ok().and_then(|_| {
-                let _ = wake.write(&[1]);
-                rx.recv_timeout(Duration::from_secs(1)).ok()
-            });
-            match doc {
+            match fetch_doc(requests, wake) {
                 Some(d) => response(200, "application/json", &(d.to_json() + "\n"), head_only),
                 None => response(503, "text/plain", "packet loop not answering\n", head_only),
             }
         }
-        Ok(Route::NotFound) => response(404, "text/plain", "not found (try GET /stats)\n", false),
+        Ok(Route::Membership) => match fetch_doc(requests, wake) {
+            Some(StatusDoc {
+                membership: Some(m),
+                ..
+            }) => {
+                let body = serde_json::to_string_pretty(&m).unwrap_or_default() + "\n";
+                response(200, "application/json", &body, false)
+            }
+            Some(_) => response(
+                404,
+                "text/plain",
+                "no membership: this balancer has no peers configured\n",
+                false,
+            ),
+            None => response(503, "text/plain", "packet loop not answering\n", false),
+        },
+        Ok(Route::Command(c)) => {
+            let (tx, rx) = mpsc::sync_channel(1);
+            let r = requests.send(Request::Command(c, tx)).ok().and_then(|_| {
+                let _ = (&mut &*wake).write(&[1]);
+                rx.recv_timeout(Duration::from_secs(1)).ok()
+            });
+            match r {
+                Some(Ok(m)) => response(200, "text/plain", &(m + "\n"), false),
+                Some(Err(e)) => response(409, "text/plain", &(e + "\n"), false),
+                None => response(503, "text/plain", "packet loop not answering\n", false),
+            }
+        }
+        Ok(Route::BadCommand(e)) => response(400, "text/plain", &(e + "\n"), false),
+        Ok(Route::NotFound) => response(
+            404,
+            "text/plain",
+            "not found (try GET /stats or GET /membership)\n",
+            false,
+        ),
         Ok(Route::MethodNotAllowed) => response(405, "text/plain", "only GET and HEAD\n", false),
         Err(code) => response(code, "text/plain", &format!("{}\n", reason(code)), false),
     };
@@ -172,11 +281,13 @@ fn handle(
     s.flush()
 }
 
-/// Answers every pending document request (called by the packet thread).
-pub fn answer(requests: &Receiver<DocRequest>, mut make: impl FnMut() -> StatusDoc) {
-    while let Ok(reply) = requests.try_recv() {
-        let _ = reply.try_send(make());
-    }
+/// Asks the packet thread for a document (bounded wait).
+fn fetch_doc(requests: &Sender<Request>, mut wake: &std::fs::File) -> Option<StatusDoc> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    requests.send(Request::Doc(tx)).ok().and_then(|_| {
+        let _ = wake.write(&[1]);
+        rx.recv_timeout(Duration::from_secs(1)).ok()
+    })
 }
 
 /// Splits an HTTP/1.x response into status code and body.
@@ -217,13 +328,23 @@ pub fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
 
 /// `GET path` from a control endpoint; the body of a 200 reply.
 pub fn fetch(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<String> {
+    request(addr, "GET", path, timeout)
+}
+
+/// `METHOD path` to a control endpoint; the body of a 200 reply.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("cannot connect to the balancer control endpoint {addr}"))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .with_context(|| format!("sending the request to {addr}"))?;
     let mut raw = Vec::new();
@@ -262,6 +383,29 @@ mod tests {
         assert_eq!(
             parse_head(b"GET / HTTP/1.1\r\n\r\n"),
             Ok(Some(Route::NotFound))
+        );
+        assert_eq!(
+            parse_head(b"POST /drain HTTP/1.1\r\n\r\n"),
+            Ok(Some(Route::Command(Command::Drain)))
+        );
+        assert_eq!(
+            parse_head(b"POST /weight?target=real[1]&weight=0 HTTP/1.1\r\n\r\n"),
+            Ok(Some(Route::Command(Command::Weight {
+                target: Target::Real(1),
+                weight: 0
+            })))
+        );
+        assert_eq!(
+            parse_head(b"POST /weight?target=rs1&weight=0 HTTP/1.1\r\n\r\n"),
+            Ok(Some(Route::BadCommand(
+                "target \"rs1\": expected local or realN".into()
+            )))
+        );
+        assert_eq!(
+            parse_head(b"POST /weight?target=local&weight=70000 HTTP/1.1\r\n\r\n"),
+            Ok(Some(Route::BadCommand(
+                "weight \"70000\": expected an integer 0..=65535".into()
+            )))
         );
         assert_eq!(parse_head(b"GET /stats HTTP/1.1\r\n"), Ok(None));
         assert_eq!(parse_head(b"GARBAGE\r\n\r\n"), Err(400));
@@ -326,13 +470,19 @@ mod tests {
             }];
             let _ = crate::io::sys::poll(&mut fds, Duration::from_millis(100));
             waker.drain();
-            answer(&rx, || StatusDoc {
-                snapshot: b.snapshot(),
-                process: ProcessInfo {
-                    pid: 7,
-                    ..Default::default()
-                },
-            });
+            while let Ok(r) = rx.try_recv() {
+                if let Request::Doc(reply) = r {
+                    let _ = reply.try_send(StatusDoc {
+                        snapshot: b.snapshot(),
+                        process: ProcessInfo {
+                            pid: 7,
+                            ..Default::default()
+                        },
+                        membership: None,
+                        health: None,
+                    });
+                }
+            }
         });
         let body = fetch(addr, "/stats", Duration::from_secs(2)).unwrap();
         let d: StatusDoc = serde_json::from_str(&body).unwrap();

@@ -7,11 +7,15 @@
 //!   retry/drop policy for a partial batched send.
 //! * [`arp`]: real-server MAC resolution state (pure).
 //! * [`control`]: the `GET /stats` HTTP endpoint and its client.
+//! * [`heartbeat`]: the heartbeat multicast socket on `front`.
+//! * [`health`]: the health-check thread (reqwest / TCP connect).
 //! * [`runner`]: the packet loop (one thread, poll(2)).
 
 pub mod arp;
 pub mod batch;
 pub mod control;
+pub mod health;
+pub mod heartbeat;
 pub mod packet;
 pub mod runner;
 pub mod sys;

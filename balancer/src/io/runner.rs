@@ -30,24 +30,40 @@
 //! a veth runs in the sender's context (softirq on sendmmsg's return), and
 //! most of the rest is the per-frame AF_PACKET send/receive work itself.
 //!
-//! No allocation on any path; ARP, expiry and rate sampling run on the
-//! timer tick, which is also the poll timeout.
+//! No allocation on any packet path; ARP, expiry and rate sampling run on
+//! the timer tick, which is also the poll timeout.
+//!
+//! With peers configured, the heartbeat socket is a fourth descriptor in
+//! the same poll(2) and the membership node's next deadline bounds the
+//! poll timeout (see `io::heartbeat` for why on this thread). Whenever the
+//! node's view changes the engine's membership is replaced. The ready line
+//! is printed when the node first claims buckets. The first SIGINT/SIGTERM
+//! announces the leave and drains (established flows are served for the
+//! drain period, or until none is left); a second one exits at once.
 
 use std::fs::File;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use balancer::config::{Config, Forwarding};
+use balancer::config::CheckKind;
+use balancer::config::Config;
+use balancer::conntrack::TcpState;
 use balancer::engine::{Action, Balancer, Iface, Interfaces};
+use balancer::health::Health;
+use balancer::heartbeat::{Key, State, MAX_LEN};
+use balancer::membership::{Node, Timing};
+use balancer::sched::Target;
 use balancer::status::{ProcessInfo, StatusDoc};
 use balancer::wire::{arp_request, parse_arp, ETHERTYPE_ARP};
 
 use super::arp::Resolver;
 use super::batch::{drain, next_want, Batch, MAX_BATCH};
-use super::control::{self, DocRequest};
+use super::control::{self, Command, Request};
+use super::health::{self as checker, CheckResult};
+use super::heartbeat::HeartbeatSocket;
 use super::packet::{find_interface, IoMode, Port, PortOptions, Recv};
 use super::sys::{self, Waker};
 
@@ -67,6 +83,32 @@ pub struct RunOptions {
     pub control: Option<SocketAddr>,
     /// Frames per batch (mmsg) or per wake-up and port (direct, pnet).
     pub batch: usize,
+    /// The cluster key's bytes (required when the configuration lists peers).
+    pub cluster_key: Option<Vec<u8>>,
+}
+
+/// Unix time in milliseconds (heartbeat epochs and freshness).
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Health checks of the packet loop (only when enabled).
+struct Checks {
+    health: Health,
+    /// Engine target of each checked index.
+    targets: Vec<Target>,
+    results: Receiver<CheckResult>,
+}
+
+/// Heartbeat membership state of the packet loop (only with peers).
+struct Cluster {
+    node: Node,
+    sock: HeartbeatSocket,
+    /// The node's view version last given to the engine.
+    applied: u64,
+    buf: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -104,11 +146,19 @@ struct Loop {
     start: Instant,
     cpu0: Duration,
     rate: Rate,
-    requests: Receiver<DocRequest>,
+    requests: Receiver<Request>,
     waker: Waker,
     tick: Duration,
     logged_rx_error: [bool; 2],
     logged_tx_error: [bool; 3],
+    cluster: Option<Cluster>,
+    /// Printed once the node first claims buckets.
+    ready_line: Option<String>,
+    drain: Duration,
+    drain_until: Option<Instant>,
+    checks: Option<Checks>,
+    /// Withdrawn by the operator (`POST /drain`).
+    drained: bool,
 }
 
 fn open_tun(name: &str, vip: Ipv4Addr) -> anyhow::Result<File> {
@@ -164,6 +214,8 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         },
     )
     .context("building the balancer")?;
+    let start = Instant::now();
+    let cluster = open_cluster(&cfg, &o, &front, start)?;
     let control_addr = o
         .control
         .unwrap_or_else(|| SocketAddr::new(front.ipv4.unwrap_or(Ipv4Addr::LOCALHOST).into(), 9100));
@@ -172,6 +224,7 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
     waker
         .install_signal_handlers()
         .context("installing SIGINT/SIGTERM handlers")?;
+    let checks = start_checks(&cfg, &waker, start)?;
     let (req_tx, req_rx) = mpsc::channel();
     control::spawn(
         listener,
@@ -188,19 +241,24 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         "balancer: control endpoint http://{control_addr}/stats; sockets rcvbuf {} / {} bytes",
         front.rcvbuf, back.rcvbuf
     );
-    eprintln!(
+    let ready_line = format!(
         "balancer: ready (front {}, back {}, vip {}, {} real servers, method {}, bi-active {})",
         cfg.front_interface,
         cfg.back_interface,
         cfg.vip,
         cfg.real_servers.len(),
-        match cfg.forwarding {
-            Forwarding::Nat => "nat",
-            Forwarding::Dr => "dr",
-        },
+        cfg.forwarding,
         if cfg.bi_active { "on" } else { "off" }
     );
-    let now = Instant::now();
+    if cluster.is_some() {
+        eprintln!(
+            "balancer: node {} listening for peers ({} ms) before claiming buckets",
+            cfg.cluster.node_id,
+            u64::from(cfg.cluster.heartbeat.interval_ms)
+                * u64::from(cfg.cluster.heartbeat.dead_after)
+        );
+    }
+    let now = start;
     let mut l = Loop {
         bal,
         front,
@@ -225,10 +283,98 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         tick: o.tick,
         logged_rx_error: [false; 2],
         logged_tx_error: [false; 3],
+        ready_line: Some(ready_line),
+        cluster,
+        drain: Duration::from_millis(cfg.cluster.heartbeat.drain_ms.into()),
+        drain_until: None,
+        checks,
+        drained: false,
     };
     l.run()?;
     l.summary();
     Ok(())
+}
+
+/// Starts the health checker when checks are on: the local server (with
+/// bi-active) and every real server, all up at first.
+fn start_checks(cfg: &Config, waker: &Waker, start: Instant) -> anyhow::Result<Option<Checks>> {
+    if cfg.health.check == CheckKind::None {
+        return Ok(None);
+    }
+    let mut targets = Vec::new();
+    let mut addrs = Vec::new();
+    let mut names = Vec::new();
+    if cfg.bi_active {
+        targets.push(Target::Local);
+        let a = std::net::SocketAddrV4::new(cfg.local.addr, cfg.local.port);
+        addrs.push(a);
+        names.push((Target::Local.to_string(), a.to_string()));
+    }
+    for (i, r) in cfg.real_servers.iter().enumerate() {
+        let t = Target::Real(i as u16);
+        targets.push(t);
+        addrs.push(r.endpoint());
+        names.push((t.to_string(), r.endpoint().to_string()));
+    }
+    let (tx, rx) = mpsc::channel();
+    let wake = waker.handle().context("cloning the wake-up pipe")?;
+    checker::spawn(addrs, cfg.health.clone(), tx, wake)?;
+    eprintln!(
+        "balancer: health checks ({}) of {} targets every {} ms, timeout {} ms, rise {}, fall {}",
+        cfg.health.check.name(),
+        targets.len(),
+        cfg.health.interval_ms,
+        cfg.health.timeout_ms,
+        cfg.health.rise,
+        cfg.health.fall
+    );
+    Ok(Some(Checks {
+        health: Health::new(&names, cfg.health.rise, cfg.health.fall, start.elapsed()),
+        targets,
+        results: rx,
+    }))
+}
+
+/// The membership node and heartbeat socket, when the configuration lists
+/// peers; the engine then starts with an empty membership (claims nothing).
+fn open_cluster(
+    cfg: &Config,
+    o: &RunOptions,
+    front: &Port,
+    start: Instant,
+) -> anyhow::Result<Option<Cluster>> {
+    if !cfg.cluster.has_peers() {
+        return Ok(None);
+    }
+    let Some(key) = &o.cluster_key else {
+        bail!("cluster.members lists peers but no cluster key was loaded");
+    };
+    let local = front.ipv4.with_context(|| {
+        format!(
+            "front interface '{}' has no IPv4 address: heartbeats need one to join their multicast group",
+            cfg.front_interface
+        )
+    })?;
+    let h = cfg.cluster.heartbeat;
+    let sock = HeartbeatSocket::open(&cfg.front_interface, local, h.group, h.port)?;
+    let node = Node::new(
+        cfg.cluster.node_id,
+        cfg.vip,
+        &cfg.cluster.members,
+        Timing {
+            interval: Duration::from_millis(h.interval_ms.into()),
+            dead_after: h.dead_after,
+        },
+        Key::new(key).context("cluster key")?,
+        start.elapsed(),
+        wall_ms(),
+    );
+    Ok(Some(Cluster {
+        node,
+        sock,
+        applied: u64::MAX,
+        buf: vec![0; MAX_LEN + 1],
+    }))
 }
 
 /// Runs one received frame through the engine (ARP replies on `back` go
@@ -318,11 +464,19 @@ impl Loop {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: self.cluster.as_ref().map_or(-1, |c| c.sock.fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         self.on_tick();
+        self.membership();
         let mut next_tick = Instant::now() + self.tick;
-        while !sys::stop_requested() {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+        while self.keep_running() {
+            let wait = next_tick
+                .min(self.membership_deadline())
+                .saturating_duration_since(Instant::now());
             sys::poll(&mut fds, wait).context("poll(2) on the packet sockets")?;
             if fds[0].revents != 0 {
                 self.pump(Iface::Front);
@@ -333,7 +487,12 @@ impl Loop {
             if fds[2].revents != 0 {
                 self.waker.drain();
                 self.answer();
+                self.health_results();
             }
+            if fds[3].revents != 0 {
+                self.receive_heartbeats();
+            }
+            self.membership();
             let now = Instant::now();
             if now >= next_tick {
                 self.on_tick();
@@ -560,6 +719,165 @@ impl Loop {
         }
     }
 
+    /// False when the loop should end: no signal yet keeps it going; the
+    /// first signal starts the leave and drain (with peers), which ends
+    /// after the drain period, when no flow is left, or at a second signal.
+    fn keep_running(&mut self) -> bool {
+        if !sys::stop_requested() {
+            return true;
+        }
+        if sys::signal_count() >= 2 {
+            return false;
+        }
+        let start = self.start;
+        let Some(c) = self.cluster.as_mut() else {
+            return false;
+        };
+        match self.drain_until {
+            None => {
+                let d = c.node.leave(start.elapsed(), wall_ms());
+                c.sock.send(&d);
+                self.membership();
+                eprintln!(
+                    "balancer: leaving: announced to peers; serving established flows for up to {} ms (a second signal exits now)",
+                    self.drain.as_millis()
+                );
+                self.drain_until = Some(Instant::now() + self.drain);
+                true
+            }
+            Some(t) => Instant::now() < t && self.flows_left(),
+        }
+    }
+
+    /// Whether the table still holds a flow that is not closing.
+    fn flows_left(&self) -> bool {
+        self.bal
+            .conntrack()
+            .state_counts()
+            .iter()
+            .any(|(s, n)| *n > 0 && !matches!(s, TcpState::TimeWait | TcpState::Close))
+    }
+
+    /// Applies the checker's results: transitions mark targets up or down
+    /// in the engine; no healthy target (or an operator drain) withdraws
+    /// the node from ownership.
+    fn health_results(&mut self) {
+        let now = self.start.elapsed();
+        let Some(ch) = self.checks.as_mut() else {
+            return;
+        };
+        while let Ok((i, r)) = ch.results.try_recv() {
+            let Some(t) = ch.health.record(i, now, r.clone()) else {
+                continue;
+            };
+            let target = ch.targets.get(i).copied().unwrap_or(Target::Local);
+            self.bal.set_up(target, t.up);
+            eprintln!(
+                "balancer: target {target} is {}{}",
+                if t.up { "up" } else { "DOWN" },
+                r.err().map_or(String::new(), |e| format!(" ({e})"))
+            );
+        }
+        self.update_withdrawal("health checks");
+    }
+
+    /// Withdraws from ownership when drained or no target is healthy;
+    /// `by` says what asked (for the log line).
+    fn update_withdrawal(&mut self, by: &str) {
+        let healthy = self.checks.as_ref().is_none_or(|c| c.health.any_up());
+        let want = self.drained || !healthy;
+        if let Some(c) = self.cluster.as_mut() {
+            if c.node.withdrawn() != want {
+                c.node.set_withdrawn(want);
+                eprintln!(
+                    "balancer: {} ownership ({by}: {})",
+                    if want {
+                        "withdrawing from"
+                    } else {
+                        "rejoining"
+                    },
+                    match (self.drained, healthy) {
+                        (true, _) => "drained",
+                        (false, true) => "not drained, a target is healthy",
+                        (false, false) => "no healthy target",
+                    }
+                );
+                // Announce now rather than at the next deadline.
+                let now = self.start.elapsed();
+                if let Some(d) = c.node.tick(now, wall_ms()) {
+                    c.sock.send(&d);
+                }
+            }
+        }
+    }
+
+    /// When the membership node next needs a tick.
+    fn membership_deadline(&self) -> Instant {
+        match &self.cluster {
+            Some(c) => {
+                let d = c.node.next_deadline();
+                self.start
+                    .checked_add(d)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+            }
+            None => Instant::now() + Duration::from_secs(3600),
+        }
+    }
+
+    /// Reads every queued heartbeat into the membership node (refusals are
+    /// counted there).
+    fn receive_heartbeats(&mut self) {
+        let now = self.start.elapsed();
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        for _ in 0..64 {
+            let Some(d) = c.sock.recv(&mut c.buf) else {
+                break;
+            };
+            let _ = c.node.receive(now, wall_ms(), d);
+        }
+    }
+
+    /// Ticks the membership node (sending what is due) and gives a changed
+    /// view to the engine; prints the ready line once the node claims.
+    fn membership(&mut self) {
+        let now = self.start.elapsed();
+        let Some(c) = self.cluster.as_mut() else {
+            if let Some(line) = self.ready_line.take() {
+                eprintln!("{line}");
+            }
+            return;
+        };
+        if now >= c.node.next_deadline() {
+            if let Some(d) = c.node.tick(now, wall_ms()) {
+                c.sock.send(&d);
+            }
+        }
+        if c.node.version() != c.applied {
+            c.applied = c.node.version();
+            let members = c.node.members();
+            if let Err(e) = self.bal.set_membership(members.clone()) {
+                eprintln!("balancer: membership refused by the engine: {e}");
+            }
+            let ids: Vec<u32> = members.iter().map(|m| m.id).collect();
+            let cause = c
+                .node
+                .history()
+                .last()
+                .map_or("start".to_string(), |h| format!("{:?} {}", h.cause, h.node));
+            eprintln!(
+                "balancer: membership {ids:?} ({cause}), {} buckets owned here",
+                self.bal.ownership().bucket_count(self.bal.node_id())
+            );
+        }
+        if c.node.state() == State::Active {
+            if let Some(line) = self.ready_line.take() {
+                eprintln!("{line}");
+            }
+        }
+    }
+
     fn on_tick(&mut self) {
         let now = self.start.elapsed();
         self.bal.tick(now);
@@ -590,8 +908,47 @@ impl Loop {
         self.answer();
     }
 
-    fn answer(&self) {
-        control::answer(&self.requests, || self.doc());
+    /// Answers the control thread's pending requests.
+    fn answer(&mut self) {
+        while let Ok(r) = self.requests.try_recv() {
+            match r {
+                Request::Doc(reply) => {
+                    let _ = reply.try_send(self.doc());
+                }
+                Request::Command(c, reply) => {
+                    let _ = reply.try_send(self.command(c));
+                }
+            }
+        }
+    }
+
+    /// Carries out an operator command.
+    fn command(&mut self, c: Command) -> Result<String, String> {
+        match c {
+            Command::Drain | Command::Undrain => {
+                if self.cluster.is_none() {
+                    return Err("no peers configured: nobody would take over the buckets".into());
+                }
+                self.drained = c == Command::Drain;
+                self.update_withdrawal("control");
+                Ok(if self.drained {
+                    "drained: no new flows here; established flows continue".into()
+                } else {
+                    "undrained: rejoining ownership".into()
+                })
+            }
+            Command::Weight { target, weight } => {
+                if target == Target::Local && !self.bal.snapshot().bi_active {
+                    return Err("bi-active is off: the local server takes no flows".into());
+                }
+                if self.bal.set_weight(target, weight) {
+                    eprintln!("balancer: weight of {target} set to {weight} (control)");
+                    Ok(format!("weight of {target} set to {weight}"))
+                } else {
+                    Err(format!("no target {target}"))
+                }
+            }
+        }
     }
 
     fn process(&self) -> ProcessInfo {
@@ -626,9 +983,20 @@ impl Loop {
     }
 
     fn doc(&self) -> StatusDoc {
+        let snapshot = self.bal.snapshot();
+        let membership = self
+            .cluster
+            .as_ref()
+            .map(|c| c.node.doc(self.start.elapsed(), snapshot.owned_buckets));
+        let health = self
+            .checks
+            .as_ref()
+            .map(|c| c.health.doc(self.start.elapsed()));
         StatusDoc {
-            snapshot: self.bal.snapshot(),
+            snapshot,
             process: self.process(),
+            membership,
+            health,
         }
     }
 

@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::time::Duration;
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -140,6 +140,13 @@ pub fn tun_attach(name: &str) -> io::Result<File> {
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 /// Set by SIGINT/SIGTERM.
 static STOP: AtomicBool = AtomicBool::new(false);
+/// SIGINT/SIGTERM received so far.
+static SIGNALS: AtomicU32 = AtomicU32::new(0);
+
+/// How many SIGINT/SIGTERM arrived (the second one ends a drain).
+pub fn signal_count() -> u32 {
+    SIGNALS.load(Ordering::Relaxed)
+}
 
 /// Whether SIGINT or SIGTERM arrived.
 pub fn stop_requested() -> bool {
@@ -148,6 +155,7 @@ pub fn stop_requested() -> bool {
 
 extern "C" fn on_signal(_sig: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
     let fd = WAKE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
         let b = 1u8;
