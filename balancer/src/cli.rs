@@ -159,6 +159,10 @@ pub struct RunArgs {
     /// Connection table capacity (entries).
     #[arg(long = "table-size", value_name = "N")]
     pub table_size: Option<usize>,
+    /// Whether input frames' IPv4 header and TCP checksums are verified (default on;
+    /// off only where offloads leave them partial).
+    #[arg(long = "verify-checksums", value_enum, value_name = "on|off")]
+    pub verify_checksums: Option<OnOff>,
     /// A TCP state timeout in seconds, e.g. `--timeout established=300` (repeatable). States:
     /// none, established, syn_sent, syn_recv, fin_wait, time_wait, close, close_wait,
     /// last_ack, listen, synack.
@@ -502,6 +506,7 @@ pub fn apply_flags(base: Option<Config>, a: &RunArgs) -> Result<Config, BuildErr
                 forwarding: Forwarding::Nat,
                 timeouts: Default::default(),
                 table_size: balancer::config::DEFAULT_TABLE_SIZE,
+                verify_checksums: true,
                 cluster: Default::default(),
                 health: Default::default(),
             }
@@ -553,6 +558,9 @@ pub fn apply_flags(base: Option<Config>, a: &RunArgs) -> Result<Config, BuildErr
     }
     if let Some(n) = a.table_size {
         c.table_size = n;
+    }
+    if let Some(v) = a.verify_checksums {
+        c.verify_checksums = v == OnOff::On;
     }
     for (name, secs) in &a.timeouts {
         for (n, slot) in c.timeouts.fields_mut() {
@@ -681,6 +689,8 @@ mod tests {
             "fin-wait=5",
             "--table-size",
             "1000",
+            "--verify-checksums",
+            "off",
         ]);
         let c = apply_flags(None, &a).unwrap();
         assert_eq!(c.front_interface, "front");
@@ -697,6 +707,24 @@ mod tests {
         assert_eq!(c.timeouts.established, 300);
         assert_eq!(c.timeouts.fin_wait, 5);
         assert_eq!(c.table_size, 1000);
+        assert!(!c.verify_checksums);
+        assert!(
+            apply_flags(
+                None,
+                &args(&[
+                    "--front",
+                    "f",
+                    "--back",
+                    "b",
+                    "--vip",
+                    "198.19.1.100:80",
+                    "--real",
+                    "198.19.2.11"
+                ])
+            )
+            .unwrap()
+            .verify_checksums
+        );
     }
 
     #[test]

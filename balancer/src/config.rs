@@ -11,6 +11,7 @@
 //! forwarding = "nat"         # nat | dr (for the real servers)
 //! bi_active = true           # the local server takes flows too
 //! table_size = 1048576       # connection table capacity
+//! verify_checksums = true    # drop input whose IPv4 header or TCP checksum is wrong
 //!
 //! [interfaces]
 //! front = "lb1-front"
@@ -287,6 +288,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Connection table capacity.
     pub table_size: usize,
+    /// Whether input frames' IPv4 header and TCP checksums are verified
+    /// (RFC 1071); off only where a NIC or veth left them partial.
+    pub verify_checksums: bool,
     /// Ownership.
     pub cluster: Cluster,
     /// Health checks.
@@ -487,6 +491,7 @@ const TOP: &[&str] = &[
     "forwarding",
     "timeouts",
     "table_size",
+    "verify_checksums",
     "cluster",
     "health",
 ];
@@ -734,6 +739,7 @@ impl Config {
         let table_size = r
             .int("table_size", 1, MAX_CAPACITY as i64)?
             .map_or(DEFAULT_TABLE_SIZE, |v| v as usize);
+        let verify_checksums = r.bool("verify_checksums")?.unwrap_or(true);
 
         let cluster = match r.table("cluster", CLUSTER)? {
             None => Cluster::default(),
@@ -755,6 +761,7 @@ impl Config {
             forwarding,
             timeouts,
             table_size,
+            verify_checksums,
             cluster,
             health,
         };
@@ -990,6 +997,10 @@ impl Config {
         root.insert("forwarding".into(), s(&self.forwarding));
         root.insert("bi_active".into(), Value::Boolean(self.bi_active));
         root.insert("table_size".into(), i(self.table_size as i64));
+        root.insert(
+            "verify_checksums".into(),
+            Value::Boolean(self.verify_checksums),
+        );
         root.insert(
             "interfaces".into(),
             tbl(vec![
@@ -1306,6 +1317,7 @@ path = "/health"
         assert_eq!(c.forwarding, Forwarding::Nat);
         assert_eq!(c.timeouts, Timeouts::default());
         assert_eq!(c.table_size, DEFAULT_TABLE_SIZE);
+        assert!(c.verify_checksums);
         assert_eq!(c.cluster, Cluster::default());
         assert_eq!(c.health, HealthSettings::default());
     }
@@ -1402,7 +1414,12 @@ path = "/health"
                 ("[a-z0-9.-]{1,15}", "[a-z0-9.-]{1,15}", ipv4(), 1u16..),
                 (any::<bool>(), ipv4(), 0u32..=MAX_WEIGHT as u32),
                 proptest::collection::vec(real(), 0..4),
-                (0usize..6, any::<bool>(), 1usize..=MAX_CAPACITY),
+                (
+                    0usize..6,
+                    any::<bool>(),
+                    1usize..=MAX_CAPACITY,
+                    any::<bool>(),
+                ),
                 proptest::array::uniform11(1u32..=MAX_TIMEOUT as u32),
                 cluster(),
                 health(),
@@ -1412,7 +1429,7 @@ path = "/health"
                         (f, b, vip, port),
                         (bi, laddr, lw),
                         reals,
-                        (sched, dr, table_size),
+                        (sched, dr, table_size, verify_checksums),
                         t,
                         cluster,
                         health,
@@ -1454,6 +1471,7 @@ path = "/health"
                             forwarding,
                             timeouts,
                             table_size,
+                            verify_checksums,
                             cluster,
                             health,
                         }

@@ -35,6 +35,8 @@ pub enum DropReason {
     IpOptions,
     /// IPv4 header checksum wrong.
     BadChecksum,
+    /// TCP checksum wrong (verified when `verify_checksums` is on).
+    BadTcpChecksum,
     /// On `front`: not addressed to the VIP and service port.
     NotForVip,
     /// On `back`: not from a configured real server (NAT replies only).
@@ -53,7 +55,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::NotIpv4,
@@ -61,6 +63,7 @@ impl DropReason {
         DropReason::Fragment,
         DropReason::IpOptions,
         DropReason::BadChecksum,
+        DropReason::BadTcpChecksum,
         DropReason::NotForVip,
         DropReason::NotFromRealServer,
         DropReason::NotOwner,
@@ -78,6 +81,7 @@ impl DropReason {
             DropReason::Fragment => "fragment",
             DropReason::IpOptions => "ip_options",
             DropReason::BadChecksum => "bad_checksum",
+            DropReason::BadTcpChecksum => "bad_tcp_checksum",
             DropReason::NotForVip => "not_for_vip",
             DropReason::NotFromRealServer => "not_from_real_server",
             DropReason::NotOwner => "not_owner",
@@ -363,8 +367,13 @@ mod tests {
         for r in DropReason::ALL {
             c.drop(r);
         }
-        assert_eq!(c.total_drops(), 13);
-        assert_eq!(c.drop_map().len(), 13);
+        let n = DropReason::ALL.len() as u64;
+        assert_eq!(c.total_drops(), n);
+        assert_eq!(c.drop_map().len() as u64, n);
+        // ALL lists each reason once, in declaration order (idx()).
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.idx(), i);
+        }
         assert_eq!(DropReason::from(WireError::Fragment), DropReason::Fragment);
         // serde names agree with as_str.
         for r in DropReason::ALL {

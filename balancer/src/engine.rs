@@ -10,7 +10,8 @@
 //! Decisions on `front` (client side), in order:
 //! 1. Not Ethernet/IPv4, truncated or malformed: dropped with that reason.
 //!    Not to VIP:port: `NotForVip`. Then a bad IPv4 header checksum,
-//!    fragments, IPv4 options and non-TCP are dropped by reason. IPv4
+//!    fragments, IPv4 options and non-TCP are dropped by reason, and (with
+//!    `verify_checksums`, the default) a bad TCP checksum: `BadTcpChecksum`. IPv4
 //!    options are dropped rather than forwarded: legitimate TCP to a web
 //!    VIP does not carry them, the routers in front drop or slow-path them,
 //!    and source-route/record-route options name addresses a NAT would
@@ -38,7 +39,8 @@
 //!    `DeliverLocal` (the IP packet, unchanged, for the TUN holding the
 //!    VIP), or NAT/DR-rewritten and `Forward { iface: Back }`.
 //!
-//! On `back` only NAT replies are expected: from a configured real server
+//! On `back` only NAT replies are expected (their TCP checksum verified
+//! like the client's, when on): from a configured real server
 //! endpoint (else `NotFromRealServer`) to a client with an entry (else
 //! `NoConnection`); they are rewritten to come from VIP:port and sent out
 //! of `front` to the MAC the client's packets came from.
@@ -56,8 +58,8 @@ use crate::ownership::{Member, Membership, MembershipError, Ownership};
 use crate::rewrite::{self, MacPair};
 use crate::sched::{Candidate, FlowKey, Scheduler, SchedulerKind, Target};
 use crate::wire::{
-    parse_tcp_frame, tcp_frame_info, EthernetFrame, Ipv4Packet, MacAddr, TcpFrameInfo,
-    ETHERTYPE_IPV4, ETH_HEADER_LEN,
+    parse_tcp_frame, tcp_checksum_ok, tcp_frame_info, EthernetFrame, Ipv4Packet, MacAddr,
+    TcpFrameInfo, ETHERTYPE_IPV4, ETH_HEADER_LEN,
 };
 
 /// Which interface a frame leaves by.
@@ -128,6 +130,7 @@ pub struct Balancer {
     vip: SocketAddrV4,
     forwarding: Forwarding,
     bi_active: bool,
+    verify_checksums: bool,
     scheduler: Box<dyn Scheduler>,
     scheduler_kind: SchedulerKind,
     targets: Vec<TargetState>,
@@ -181,6 +184,7 @@ impl Balancer {
             vip: cfg.vip,
             forwarding: cfg.forwarding,
             bi_active: cfg.bi_active,
+            verify_checksums: cfg.verify_checksums,
             scheduler: cfg.scheduler.build(),
             scheduler_kind: cfg.scheduler,
             targets,
@@ -358,7 +362,16 @@ impl Balancer {
         if info.dst_port != self.vip.port() {
             return Err(DropReason::NotForVip);
         }
+        self.verify_tcp(frame, &info)?;
         Ok(info)
+    }
+
+    /// The switchable TCP checksum check of both interfaces.
+    fn verify_tcp(&self, frame: &[u8], info: &TcpFrameInfo) -> Result<(), DropReason> {
+        if self.verify_checksums && !tcp_checksum_ok(frame, info) {
+            return Err(DropReason::BadTcpChecksum);
+        }
+        Ok(())
     }
 
     fn front(&mut self, now: Duration, frame: &mut [u8]) -> Action {
@@ -494,6 +507,9 @@ impl Balancer {
             Ok(i) => i,
             Err(e) => return Action::Drop(e.into()),
         };
+        if let Err(r) = self.verify_tcp(frame, &info) {
+            return Action::Drop(r);
+        }
         let src = SocketAddrV4::new(info.src_ip, info.src_port);
         let Some(&target) = self.by_endpoint.get(&src) else {
             return Action::Drop(DropReason::NotFromRealServer);
@@ -588,6 +604,7 @@ mod tests {
             forwarding: Forwarding::Nat,
             timeouts: Timeouts::default(),
             table_size: 1024,
+            verify_checksums: true,
             cluster: Cluster::default(),
             health: Default::default(),
         }
@@ -1316,5 +1333,122 @@ mod tests {
             b.handle_front(T0, &mut f),
             Action::Drop(DropReason::Fragment)
         );
+    }
+
+    fn client_data(port: u16) -> Vec<u8> {
+        tcp_frame(&FrameSpec {
+            src_mac: ROUTER_MAC,
+            dst_mac: MacAddr([1, 0, 0x5e, 0, 0, 100]),
+            src_ip: Ipv4Addr::new(198, 18, 2, 1),
+            dst_ip: VIP,
+            src_port: port,
+            dst_port: 80,
+            flags: TcpFlags::ACK | TcpFlags::PSH,
+            payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+            ..Default::default()
+        })
+    }
+
+    /// A balancer holding one established NAT flow from client port 5000.
+    fn with_flow(verify: bool) -> Balancer {
+        let mut c = cfg();
+        c.verify_checksums = verify;
+        let mut b = lb(&c);
+        let mut syn = client(5000, TcpFlags::SYN);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::Forward { .. }
+        ));
+        let mut sa = reply(RS0, 5000, TcpFlags::SYN | TcpFlags::ACK);
+        assert!(matches!(b.handle_back(T0, &mut sa), Action::Forward { .. }));
+        b
+    }
+
+    #[test]
+    fn bad_tcp_checksums_are_dropped_and_counted_unless_off() {
+        let mut b = with_flow(true);
+        let mut good = client_data(5000);
+        assert!(matches!(
+            b.handle_front(T0, &mut good),
+            Action::Forward { .. }
+        ));
+        let mut bad = client_data(5000);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(
+            b.handle_front(T0, &mut bad),
+            Action::Drop(DropReason::BadTcpChecksum)
+        );
+        let mut bad_reply = reply(RS0, 5000, TcpFlags::ACK);
+        let last = bad_reply.len() - 1;
+        bad_reply[last] ^= 0x40;
+        assert_eq!(
+            b.handle_back(T0, &mut bad_reply),
+            Action::Drop(DropReason::BadTcpChecksum)
+        );
+        assert_eq!(b.snapshot().drops["bad_tcp_checksum"], 2);
+
+        // Off: the same corruption goes through (as a NIC offload would need).
+        let mut b = with_flow(false);
+        let mut bad = client_data(5000);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(
+            b.handle_front(T0, &mut bad),
+            Action::Forward { .. }
+        ));
+        assert_eq!(b.counters().drops(DropReason::BadTcpChecksum), 0);
+    }
+
+    #[test]
+    fn either_zero_checksum_representation_verifies() {
+        // One's complement: a computed 0x0000 may travel as 0xffff.
+        let mut f = client_data(5000);
+        for delta in 0u16..=u16::MAX {
+            f[54..56].copy_from_slice(&delta.to_be_bytes());
+            let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let c = crate::checksum::tcp_checksum(src, dst, &f[34..]);
+            if c == 0 {
+                f[50..52].copy_from_slice(&0xffffu16.to_be_bytes());
+                let info = parse_tcp_frame(&f, false).unwrap();
+                assert!(tcp_checksum_ok(&f, &info));
+                f[50..52].copy_from_slice(&0u16.to_be_bytes());
+                assert!(tcp_checksum_ok(&f, &info));
+                return;
+            }
+        }
+        panic!("no payload word gives a zero checksum");
+    }
+
+    mod checksum_property {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any single corrupted byte of the checksummed range (IPv4
+            /// header, TCP header and payload) of a frame of an established
+            /// flow gets it dropped, on either interface, when verification is on.
+            #[test]
+            fn any_single_corrupted_byte_is_dropped(
+                pos in any::<prop::sample::Index>(),
+                xor in 1u8..=255,
+                front in any::<bool>(),
+            ) {
+                let mut b = with_flow(true);
+                let mut f = if front {
+                    client_data(5000)
+                } else {
+                    reply(RS0, 5000, TcpFlags::ACK | TcpFlags::PSH)
+                };
+                let range = ETH_HEADER_LEN..f.len();
+                let at = range.start + pos.index(range.len());
+                f[at] ^= xor;
+                let tx = (b.counters().tx_front, b.counters().tx_back);
+                let a = if front { b.handle_front(T0, &mut f) } else { b.handle_back(T0, &mut f) };
+                prop_assert!(matches!(a, Action::Drop(_)), "byte {} ^ {:#x}: {:?}", at, xor, a);
+                prop_assert_eq!((b.counters().tx_front, b.counters().tx_back), tx);
+            }
+        }
     }
 }

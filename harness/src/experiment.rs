@@ -429,6 +429,7 @@ impl RunSpec {
                 forwarding: self.method.forwarding(),
                 timeouts: Default::default(),
                 table_size: balancer::config::DEFAULT_TABLE_SIZE,
+                verify_checksums: true,
                 cluster: Cluster {
                     node_id,
                     members: members.clone(),
