@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         None => 1_000_000,
     };
     let (rss0, _) = rss_kib();
-    let mut ct = Conntrack::new(n, Timeouts::default(), 9);
+    let mut ct = Conntrack::new(n, Timeouts::default(), 9)?;
     let (rss_alloc, _) = rss_kib();
     let start = Instant::now();
     for i in 0..n as u32 {

@@ -74,7 +74,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
-use crate::conntrack::{Timeouts, MAX_CAPACITY};
+use crate::conntrack::{table_bytes, Timeouts, MAX_CAPACITY};
 use crate::ownership::{Member, MAX_MEMBERS, MAX_MEMBER_WEIGHT};
 use crate::sched::SchedulerKind;
 use crate::wire::MacAddr;
@@ -655,6 +655,15 @@ pub const MAX_DRAIN_MS: i64 = 3_600_000;
 /// Largest `rise` / `fall`.
 pub const MAX_RISE_FALL: i64 = 100;
 
+/// What `table_size` accepts, with the memory it costs, for error messages.
+fn table_size_expected() -> String {
+    format!(
+        "an integer 1..={MAX_CAPACITY} (the connection table reserves about {} bytes per entry up front, {:.1} GiB at the limit)",
+        table_bytes(1 << 20) >> 20,
+        table_bytes(MAX_CAPACITY) as f64 / f64::from(1u32 << 30)
+    )
+}
+
 impl Config {
     /// Parses and validates a TOML configuration.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
@@ -736,9 +745,11 @@ impl Config {
                 }
             }
         }
-        let table_size = r
-            .int("table_size", 1, MAX_CAPACITY as i64)?
-            .map_or(DEFAULT_TABLE_SIZE, |v| v as usize);
+        let table_size = match r.get("table_size") {
+            None => DEFAULT_TABLE_SIZE,
+            Some(Value::Integer(i)) if (1..=MAX_CAPACITY as i64).contains(i) => *i as usize,
+            Some(v) => return Err(invalid("table_size", &table_size_expected(), show(v))),
+        };
         let verify_checksums = r.bool("verify_checksums")?.unwrap_or(true);
 
         let cluster = match r.table("cluster", CLUSTER)? {
@@ -878,7 +889,7 @@ impl Config {
         if self.table_size == 0 || self.table_size > MAX_CAPACITY {
             return Err(invalid(
                 "table_size",
-                &format!("an integer 1..={MAX_CAPACITY}"),
+                &table_size_expected(),
                 self.table_size,
             ));
         }

@@ -456,30 +456,71 @@ fn method_of(v: u8) -> Method {
 /// Bytes per slot in the slab (the hash indexes come on top; see the module doc).
 pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 
-/// Largest supported capacity (slot indices are u32, NIL reserved).
-pub const MAX_CAPACITY: usize = 1 << 28;
+/// Largest supported capacity: 2^26 entries, about 6.8 GiB reserved up
+/// front ([`table_bytes`]); beyond that a table no longer fits the
+/// machines this runs on, and an allocation failure would abort.
+pub const MAX_CAPACITY: usize = 1 << 26;
+
+/// Bytes a table of `capacity` entries reserves when it is built: the slab
+/// plus both hash indexes (hashbrown: the next power of two of
+/// `capacity * 8 / 7` buckets of 16 bytes and a control byte each).
+pub fn table_bytes(capacity: usize) -> u64 {
+    let cap = capacity as u64;
+    let buckets = (cap.saturating_mul(8) / 7).max(1).next_power_of_two();
+    cap.saturating_mul(SLOT_BYTES as u64)
+        .saturating_add(buckets.saturating_mul(2 * 17))
+}
+
+/// Why a table could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// Capacity outside `1..=MAX_CAPACITY`.
+    #[error("table_size: expected an integer 1..={max} (about {per} bytes per entry, reserved up front), got {0}", max = MAX_CAPACITY, per = table_bytes(1 << 20) >> 20)]
+    Size(usize),
+    /// The memory could not be reserved.
+    #[error("table_size {capacity}: the connection table needs {mib} MiB up front, which could not be allocated; lower table_size", mib = bytes >> 20)]
+    Alloc {
+        /// Requested entries.
+        capacity: usize,
+        /// Bytes it needs ([`table_bytes`]).
+        bytes: u64,
+    },
+}
 
 impl Conntrack {
-    /// A table for at most `capacity` entries (clamped to 1..=2^28) over
-    /// `n_targets` targets (Local + real servers), reserving all memory now.
-    pub fn new(capacity: usize, timeouts: Timeouts, n_targets: usize) -> Self {
-        let capacity = capacity.clamp(1, MAX_CAPACITY);
-        Self {
-            slots: Vec::with_capacity(capacity),
+    /// A table for at most `capacity` entries (1..=[`MAX_CAPACITY`]) over
+    /// `n_targets` targets (Local + real servers), reserving all memory now
+    /// with fallible allocations, so an oversized table is an error, not an abort.
+    pub fn new(capacity: usize, timeouts: Timeouts, n_targets: usize) -> Result<Self, TableError> {
+        if capacity == 0 || capacity > MAX_CAPACITY {
+            return Err(TableError::Size(capacity));
+        }
+        let alloc = || TableError::Alloc {
+            capacity,
+            bytes: table_bytes(capacity),
+        };
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(capacity).map_err(|_| alloc())?;
+        let mut fwd = HashMap::new();
+        fwd.try_reserve(capacity).map_err(|_| alloc())?;
+        let mut rev = HashMap::new();
+        rev.try_reserve(capacity).map_err(|_| alloc())?;
+        Ok(Self {
+            slots,
             free: NIL,
             lists: [List {
                 head: NIL,
                 tail: NIL,
             }; N_STATES],
-            fwd: HashMap::with_capacity(capacity),
-            rev: HashMap::with_capacity(capacity),
+            fwd,
+            rev,
             capacity,
             len: 0,
             timeouts,
             loads: vec![Load::default(); n_targets],
             counters: ConntrackCounters::default(),
             now_ms: 0,
-        }
+        })
     }
     /// Entries in the table.
     pub fn len(&self) -> usize {
@@ -799,7 +840,7 @@ mod tests {
 
     #[test]
     fn nat_lifecycle_follows_lvs_table() {
-        let mut ct = Conntrack::new(16, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(16, Timeouts::default(), 2).unwrap();
         let id = ct.insert(secs(0), conn(1, Method::Nat)).unwrap();
         use Direction::*;
         assert_eq!(ct.update(id, secs(0), Input, SYN), Some(TcpState::SynRecv));
@@ -852,7 +893,7 @@ mod tests {
     #[test]
     fn client_close_and_reset() {
         use Direction::*;
-        let mut ct = Conntrack::new(16, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(16, Timeouts::default(), 2).unwrap();
         let id = ct.insert(secs(0), conn(1, Method::Nat)).unwrap();
         ct.update(id, secs(0), Input, SYN);
         ct.update(id, secs(0), Input, ACK);
@@ -895,7 +936,7 @@ mod tests {
     #[test]
     fn expiry_is_exact_and_driven_by_now() {
         use Direction::*;
-        let mut ct = Conntrack::new(16, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(16, Timeouts::default(), 2).unwrap();
         let a = ct.insert(secs(0), conn(1, Method::Nat)).unwrap();
         ct.update(a, secs(0), Input, SYN); // SYN_RECV, 60 s
         let b = ct.insert(secs(10), conn(2, Method::Nat)).unwrap();
@@ -921,7 +962,7 @@ mod tests {
 
     #[test]
     fn budget_limits_expiry_work() {
-        let mut ct = Conntrack::new(100, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(100, Timeouts::default(), 2).unwrap();
         for i in 0..50 {
             ct.insert(secs(0), conn(i, Method::Nat)).unwrap();
         }
@@ -932,7 +973,7 @@ mod tests {
     #[test]
     fn full_table_evicts_half_open_and_protects_established() {
         use Direction::*;
-        let mut ct = Conntrack::new(3, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(3, Timeouts::default(), 2).unwrap();
         for i in 0..3 {
             let id = ct.insert(secs(u64::from(i)), conn(i, Method::Nat)).unwrap();
             ct.update(id, secs(u64::from(i)), Input, SYN);
@@ -957,7 +998,7 @@ mod tests {
 
     #[test]
     fn non_monotonic_now_is_clamped() {
-        let mut ct = Conntrack::new(4, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(4, Timeouts::default(), 2).unwrap();
         ct.insert(secs(100), conn(1, Method::Nat)).unwrap();
         let id = ct.insert(secs(50), conn(2, Method::Nat)).unwrap();
         assert_eq!(ct.get(id).unwrap().expires, secs(102));
@@ -988,7 +1029,7 @@ mod tests {
         /// outlives its timer after `expire`.
         #[test]
         fn invariants_hold(ops in proptest::collection::vec(op(), 1..200), cap in 1usize..12) {
-            let mut ct = Conntrack::new(cap, Timeouts { established: 30, ..Timeouts::default() }, 2);
+            let mut ct = Conntrack::new(cap, Timeouts { established: 30, ..Timeouts::default() }, 2).unwrap();
             let mut now = 0u64;
             for o in ops {
                 now += 1;
@@ -1048,5 +1089,28 @@ mod tests {
                 prop_assert_eq!(listed, ct.len());
             }
         }
+    }
+
+    #[test]
+    fn sizes_outside_the_limit_are_errors_not_aborts() {
+        for cap in [0, MAX_CAPACITY + 1, usize::MAX] {
+            assert_eq!(
+                Conntrack::new(cap, Timeouts::default(), 2).unwrap_err(),
+                TableError::Size(cap)
+            );
+        }
+        let e = TableError::Size(usize::MAX).to_string();
+        assert!(
+            e.starts_with("table_size: expected an integer 1..=67108864"),
+            "{e}"
+        );
+        // The estimate matches the module doc's budget (108 MiB for 2^20).
+        assert_eq!(table_bytes(1 << 20) >> 20, 108);
+        assert!(table_bytes(MAX_CAPACITY) < 8 << 30);
+        let e = TableError::Alloc {
+            capacity: MAX_CAPACITY,
+            bytes: table_bytes(MAX_CAPACITY),
+        };
+        assert!(e.to_string().contains("needs 6912 MiB up front"), "{e}");
     }
 }

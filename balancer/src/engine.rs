@@ -111,6 +111,9 @@ pub enum EngineError {
     /// The cluster membership is invalid.
     #[error("cluster membership: {0}")]
     Membership(#[from] MembershipError),
+    /// The connection table could not be reserved.
+    #[error(transparent)]
+    Table(#[from] crate::conntrack::TableError),
 }
 
 /// Entries expired per `tick` at most, so one tick cannot stall the loop.
@@ -189,7 +192,7 @@ impl Balancer {
             scheduler_kind: cfg.scheduler,
             targets,
             by_endpoint,
-            conntrack: Conntrack::new(cfg.table_size, cfg.timeouts, n),
+            conntrack: Conntrack::new(cfg.table_size, cfg.timeouts, n)?,
             node_id: cfg.cluster.node_id,
             ownership: Ownership::compute(&membership),
             macs,
