@@ -137,6 +137,9 @@ pub struct Counters {
     pub tx_back: u64,
     /// Packets delivered to the local server.
     pub delivered_local: u64,
+    /// Initial SYNs with a new ISN on a SYN_RECV entry: new flows
+    /// rescheduled, not taken for retransmissions.
+    pub syn_recv_new_isn: u64,
     drops: [u64; DropReason::ALL.len()],
     /// Per target, by `Target::index()`.
     pub targets: Vec<TargetCounters>,
@@ -216,6 +219,9 @@ pub struct Snapshot {
     pub tx_back: u64,
     /// Packets delivered locally.
     pub delivered_local: u64,
+    /// Initial SYNs with a new ISN on a SYN_RECV entry (rescheduled as new flows).
+    #[serde(default)]
+    pub syn_recv_new_isn: u64,
     /// Drops by reason.
     pub drops: BTreeMap<String, u64>,
     /// Connection table entries.
@@ -332,6 +338,7 @@ mod tests {
             tx_front: 20,
             tx_back: 30,
             delivered_local: 0,
+            syn_recv_new_isn: 0,
             drops: c.drop_map(),
             conntrack_entries: 3,
             conntrack_capacity: 1024,

@@ -24,7 +24,9 @@
 //!    (TIME_WAIT, CLOSE, FIN_WAIT, CLOSE_WAIT, LAST_ACK, ...) is a client
 //!    reusing the tuple: the old entry is removed and the SYN is handled
 //!    as a new flow below (ownership, scheduling, counting). A SYN on a
-//!    SYN_RECV entry is a retransmission and follows the entry. See
+//!    SYN_RECV entry with the entry's ISN is a retransmission and follows
+//!    the entry; with another ISN it is a new connection, handled as a new
+//!    flow too and counted (`syn_recv_new_isn`). See
 //!    [`crate::conntrack::TcpState::initial_syn_starts_new_flow`].
 //! 3. Otherwise only an initial SYN (SYN without ACK/RST) opens a flow,
 //!    and only on the owning balancer (`NotOwner` elsewhere, silently
@@ -52,7 +54,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use crate::config::{Config, Forwarding};
-use crate::conntrack::{Conn, ConnKey, Conntrack, Direction, Method, NewConn};
+use crate::conntrack::{Conn, ConnKey, Conntrack, Direction, Method, NewConn, TcpState};
 use crate::counters::{Counters, DropReason, Snapshot, TargetSnapshot};
 use crate::ownership::{Member, Membership, MembershipError, Ownership};
 use crate::rewrite::{self, MacPair};
@@ -328,6 +330,7 @@ impl Balancer {
             tx_front: c.tx_front,
             tx_back: c.tx_back,
             delivered_local: c.delivered_local,
+            syn_recv_new_isn: c.syn_recv_new_isn,
             drops: c.drop_map(),
             conntrack_entries: self.conntrack.len(),
             conntrack_capacity: self.conntrack.capacity(),
@@ -389,11 +392,16 @@ impl Balancer {
         };
         if let Some(id) = self.conntrack.lookup(&key) {
             if let Some(conn) = self.conntrack.get(id) {
-                let reuse = info.flags.is_initial_syn() && conn.state.initial_syn_starts_new_flow();
+                let same_isn = conn.isn == info.seq;
+                let reuse =
+                    info.flags.is_initial_syn() && conn.state.initial_syn_starts_new_flow(same_isn);
                 if !reuse {
                     let dir = direction_in(conn.method);
                     self.conntrack.update(id, now, dir, info.flags);
                     return self.deliver_in(&conn, frame, &info);
+                }
+                if conn.state == TcpState::SynRecv {
+                    self.counters.syn_recv_new_isn += 1;
                 }
                 self.conntrack.remove(id);
             }
@@ -432,6 +440,7 @@ impl Balancer {
             method,
             real,
             front_mac: info.src_mac,
+            isn: info.seq,
         };
         let Ok(id) = self.conntrack.insert(now, new) else {
             return Action::Drop(DropReason::TableFull);
@@ -565,7 +574,7 @@ fn direction_in(m: Method) -> Direction {
 mod tests {
     use super::*;
     use crate::config::{Cluster, KeySource, LocalServer, RealServer};
-    use crate::conntrack::{TcpState, Timeouts};
+    use crate::conntrack::Timeouts;
     use crate::wire::build::{syn_options, tcp_frame, FrameSpec};
     use crate::wire::{TcpFlags, TcpSegment};
 
@@ -1453,5 +1462,71 @@ mod tests {
                 prop_assert_eq!((b.counters().tx_front, b.counters().tx_back), tx);
             }
         }
+    }
+
+    fn syn_with_isn(port: u16, isn: u32) -> Vec<u8> {
+        tcp_frame(&FrameSpec {
+            src_mac: ROUTER_MAC,
+            dst_mac: MacAddr([1, 0, 0x5e, 0, 0, 100]),
+            src_ip: Ipv4Addr::new(198, 18, 2, 1),
+            dst_ip: VIP,
+            src_port: port,
+            dst_port: 80,
+            flags: TcpFlags::SYN,
+            seq: isn,
+            tcp_options: syn_options(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn syn_with_a_new_isn_on_syn_recv_is_a_new_flow() {
+        let mut c = cfg();
+        c.bi_active = true;
+        c.real_servers.truncate(1);
+        let mut b = lb(&c);
+        let mut syn = syn_with_isn(9000, 1000);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::DeliverLocal { .. }
+        ));
+        // Same ISN: a retransmission, same target, not counted again.
+        for _ in 0..2 {
+            let mut syn = syn_with_isn(9000, 1000);
+            assert!(matches!(
+                b.handle_front(T0, &mut syn),
+                Action::DeliverLocal { .. }
+            ));
+        }
+        assert_eq!(total_conns(&b), 1);
+        assert_eq!(b.snapshot().syn_recv_new_isn, 0);
+        // Another ISN: a new connection, scheduled anew (rr: the real server).
+        let mut syn = syn_with_isn(9000, 77_000);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::Forward {
+                iface: Iface::Back,
+                ..
+            }
+        ));
+        assert_eq!(parse_tcp_frame(&syn, false).unwrap().dst_ip, RS0);
+        let s = b.snapshot();
+        assert_eq!(s.syn_recv_new_isn, 1);
+        assert_eq!(total_conns(&b), 2);
+        assert_eq!(s.conntrack.removed, 1);
+        assert_eq!(s.conntrack_entries, 1);
+        let id = b.conntrack().lookup(&key_of(9000)).unwrap();
+        assert_eq!(b.conntrack().get(id).unwrap().isn, 77_000);
+        // Its retransmission follows the new entry.
+        let mut again = syn_with_isn(9000, 77_000);
+        assert!(matches!(
+            b.handle_front(T0, &mut again),
+            Action::Forward {
+                iface: Iface::Back,
+                ..
+            }
+        ));
+        assert_eq!(total_conns(&b), 2);
+        assert_eq!(b.snapshot().syn_recv_new_isn, 1);
     }
 }

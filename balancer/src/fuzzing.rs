@@ -195,7 +195,7 @@ fn opens_new_flow(b: &Balancer, frame: &[u8]) -> bool {
     b.conntrack()
         .lookup(&key)
         .and_then(|id| b.conntrack().get(id))
-        .is_none_or(|c| c.state.initial_syn_starts_new_flow())
+        .is_none_or(|c| c.state.initial_syn_starts_new_flow(c.isn == info.seq))
 }
 
 /// Applies a random control event (what health checks, operators and the

@@ -505,6 +505,8 @@ pub struct TcpFrameInfo {
     pub dst_port: u16,
     /// TCP flags.
     pub flags: TcpFlags,
+    /// TCP sequence number (a SYN's is the client's ISN).
+    pub seq: u32,
     /// IPv4 header length (20 unless options were allowed).
     pub ip_header_len: usize,
     /// IPv4 total length: the frame to send is `ETH_HEADER_LEN + ip_total_len`.
@@ -576,6 +578,7 @@ pub fn tcp_frame_info(
         src_port: tcp.src_port(),
         dst_port: tcp.dst_port(),
         flags: tcp.flags(),
+        seq: tcp.seq(),
         ip_header_len: ip.header_len(),
         ip_total_len: ip.total_len(),
     })
