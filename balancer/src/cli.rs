@@ -193,6 +193,10 @@ pub struct RunArgs {
     #[arg(long = "drain-ms", value_name = "MS",
           value_parser = clap::value_parser!(u32).range(0..=3_600_000))]
     pub drain_ms: Option<u32>,
+    /// Seed of the ownership and sh/mh flow hashes, `0x` and 1..=16 hex digits: the same on
+    /// every balancer of the cluster, and secret (default 0, or the file's cluster.hash_seed).
+    #[arg(long = "hash-seed", value_name = "0xHEX", value_parser = parse_hash_seed)]
+    pub hash_seed: Option<u64>,
     /// Health check of every target (local server included): `http` (GET --health-path,
     /// expecting --health-status), `tcp` (connect) or `none` (default, unless the file has
     /// a [health] section).
@@ -599,6 +603,14 @@ fn apply_cluster_flags(c: &mut Config, a: &RunArgs) {
     if let Some(v) = a.drain_ms {
         h.drain_ms = v;
     }
+    if let Some(s) = a.hash_seed {
+        c.cluster.hash_seed = s;
+    }
+}
+
+fn parse_hash_seed(s: &str) -> Result<u64, String> {
+    balancer::config::parse_seed(s)
+        .ok_or_else(|| format!("expected \"0x\" and 1..=16 hex digits, got {s:?}"))
 }
 
 fn apply_health_flags(c: &mut Config, a: &RunArgs) {

@@ -45,6 +45,8 @@
 //! heartbeat_group = "239.255.77.1"  # multicast group on front (TTL 1)
 //! heartbeat_port = 7946
 //! drain_ms = 5000            # after SIGTERM: keep serving established flows this long
+//! hash_seed = "0x1f2e3d4c5b6a7988"  # keys the ownership and sh/mh flow hashes: the same
+//!                            # on every balancer, secret (default 0: the seedless hash)
 //!
 //! [health]                   # health checks of every target (opt-in: default check = "none")
 //! check = "http"             # http | tcp | none
@@ -182,6 +184,11 @@ pub struct Cluster {
     pub key: Option<KeySource>,
     /// Heartbeat timing.
     pub heartbeat: HeartbeatSettings,
+    /// Seed of the ownership and flow hashes (sh, mh): every balancer of a
+    /// cluster must use the same one, and it should be secret, so that an
+    /// outsider cannot aim traffic at one bucket. 0 (the default) keeps
+    /// the seedless hash, deterministic across builds.
+    pub hash_seed: u64,
 }
 
 impl Cluster {
@@ -198,6 +205,7 @@ impl Default for Cluster {
             members: vec![Member { id: 1, weight: 1 }],
             key: None,
             heartbeat: HeartbeatSettings::default(),
+            hash_seed: 0,
         }
     }
 }
@@ -522,6 +530,7 @@ const CLUSTER: &[&str] = &[
     "heartbeat_group",
     "heartbeat_port",
     "drain_ms",
+    "hash_seed",
 ];
 const HEALTH: &[&str] = &[
     "check",
@@ -587,7 +596,32 @@ fn parse_cluster(c: &Reader<'_>) -> Result<Cluster, ConfigError> {
         members,
         key,
         heartbeat,
+        hash_seed: parse_hash_seed(c)?,
     })
+}
+
+/// What `cluster.hash_seed` accepts.
+const HASH_SEED_EXPECTED: &str =
+    "a 64-bit seed: \"0x\" and 1..=16 hex digits, or a non-negative integer";
+
+/// `cluster.hash_seed`: a hex string covers all 64 bits (TOML integers are signed).
+fn parse_hash_seed(c: &Reader<'_>) -> Result<u64, ConfigError> {
+    match c.get("hash_seed") {
+        None => Ok(0),
+        Some(Value::Integer(i)) if *i >= 0 => Ok(*i as u64),
+        Some(Value::String(s)) => parse_seed(s)
+            .ok_or_else(|| invalid(&c.p("hash_seed"), HASH_SEED_EXPECTED, format!("{s:?}"))),
+        Some(v) => Err(invalid(&c.p("hash_seed"), HASH_SEED_EXPECTED, show(v))),
+    }
+}
+
+/// Parses `0x` followed by 1..=16 hex digits (the CLI flag uses it too).
+pub fn parse_seed(s: &str) -> Option<u64> {
+    let hex = s.strip_prefix("0x")?;
+    if hex.is_empty() || hex.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
 }
 
 fn parse_health(h: &Reader<'_>) -> Result<HealthSettings, ConfigError> {
@@ -1083,6 +1117,10 @@ impl Config {
             t.insert(k.into(), Value::Integer(v.into()));
         }
         t.insert("heartbeat_group".into(), Value::String(h.group.to_string()));
+        t.insert(
+            "hash_seed".into(),
+            Value::String(format!("{:#018x}", c.hash_seed)),
+        );
         Value::Table(t)
     }
 
@@ -1241,6 +1279,31 @@ path = "/health"
     }
 
     #[test]
+    fn hash_seed_forms_and_errors() {
+        let with = |v: &str| GOOD.replace("[cluster]\n", &format!("[cluster]\nhash_seed = {v}\n"));
+        assert!(GOOD.contains("[cluster]\n"));
+        let seed = |v: &str| Config::from_toml_str(&with(v)).map(|c| c.cluster.hash_seed);
+        assert_eq!(seed("\"0xffffffffffffffff\""), Ok(u64::MAX));
+        assert_eq!(seed("\"0x2a\""), Ok(42));
+        assert_eq!(seed("42"), Ok(42));
+        assert_eq!(Config::from_toml_str(GOOD).unwrap().cluster.hash_seed, 0);
+        for bad in [
+            "\"42\"",
+            "\"0x\"",
+            "\"0x1ffffffffffffffff\"",
+            "\"0xzz\"",
+            "-1",
+            "true",
+        ] {
+            let e = err(&with(bad));
+            assert!(
+                e.starts_with("cluster.hash_seed: expected a 64-bit seed: \"0x\" and 1..=16 hex digits, or a non-negative integer, got "),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn precise_errors() {
         let bad_weight = GOOD.replace("port = 8080", "port = 8080\nweight = -3");
         assert_eq!(
@@ -1365,10 +1428,10 @@ path = "/health"
                     "/[a-z0-9/._-]{1,30}".prop_map(|p| KeySource::File(p.into())),
                 ],
                 (10u32..=60_000, 2u32..=100, 1u16.., 0u32..=3_600_000),
-                (224u8..=239, any::<[u8; 3]>()),
+                (224u8..=239, any::<[u8; 3]>(), any::<u64>()),
             )
                 .prop_map(
-                    |(ms, pick, key, (iv, dead, port, drain), (a, [b, c, d]))| {
+                    |(ms, pick, key, (iv, dead, port, drain), (a, [b, c, d], hash_seed))| {
                         let members: Vec<Member> = ms
                             .into_iter()
                             .map(|(id, weight)| Member { id, weight })
@@ -1390,6 +1453,7 @@ path = "/health"
                                 port,
                                 drain_ms: drain,
                             },
+                            hash_seed,
                         }
                     },
                 )

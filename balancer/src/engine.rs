@@ -142,6 +142,7 @@ pub struct Balancer {
     by_endpoint: HashMap<SocketAddrV4, Target>,
     conntrack: Conntrack,
     node_id: u32,
+    hash_seed: u64,
     ownership: Ownership,
     macs: Interfaces,
     counters: Counters,
@@ -190,12 +191,13 @@ impl Balancer {
             forwarding: cfg.forwarding,
             bi_active: cfg.bi_active,
             verify_checksums: cfg.verify_checksums,
-            scheduler: cfg.scheduler.build(),
+            scheduler: cfg.scheduler.build(cfg.cluster.hash_seed),
             scheduler_kind: cfg.scheduler,
             targets,
             by_endpoint,
             conntrack: Conntrack::new(cfg.table_size, cfg.timeouts, n)?,
             node_id: cfg.cluster.node_id,
+            hash_seed: cfg.cluster.hash_seed,
             ownership: Ownership::compute(&membership),
             macs,
             counters: Counters::new(n),
@@ -406,7 +408,7 @@ impl Balancer {
                 self.conntrack.remove(id);
             }
         }
-        let owned = self.ownership.owner(info.src_ip, info.src_port) == Some(self.node_id);
+        let owned = self.owner_of(info.src_ip, info.src_port) == Some(self.node_id);
         if !owned {
             return Action::Drop(DropReason::NotOwner);
         }
@@ -557,9 +559,10 @@ impl Balancer {
         }
     }
 
-    /// Owner of a new flow from `ip:port` under the current membership.
+    /// Owner of a new flow from `ip:port` under the current membership and
+    /// the cluster's hash seed.
     pub fn owner_of(&self, ip: Ipv4Addr, port: u16) -> Option<u32> {
-        self.ownership.owner(ip, port)
+        self.ownership.owner(self.hash_seed, ip, port)
     }
 }
 
@@ -1228,9 +1231,11 @@ mod tests {
         let two = vec![Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }];
         let port = (1024..u16::MAX)
             .find(|&p| {
-                Ownership::compute(&Membership::new(two.clone()).unwrap())
-                    .owner(Ipv4Addr::new(198, 18, 2, 1), p)
-                    == Some(2)
+                Ownership::compute(&Membership::new(two.clone()).unwrap()).owner(
+                    0,
+                    Ipv4Addr::new(198, 18, 2, 1),
+                    p,
+                ) == Some(2)
             })
             .unwrap();
         input_only_flow(&mut b1, T0, port);
@@ -1528,5 +1533,37 @@ mod tests {
         ));
         assert_eq!(total_conns(&b), 2);
         assert_eq!(b.snapshot().syn_recv_new_isn, 1);
+    }
+
+    #[test]
+    fn balancers_sharing_a_seed_partition_new_flows_and_the_seed_moves_them() {
+        let member = |id: u32, seed: u64| {
+            let mut c = cfg();
+            c.cluster = Cluster {
+                node_id: id,
+                members: vec![Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }],
+                key: Some(KeySource::Inline("a-cluster-key-of-16+".into())),
+                hash_seed: seed,
+                ..Cluster::default()
+            };
+            lb(&c)
+        };
+        let seed = 0x0123_4567_89ab_cdef;
+        let (mut b1, mut b2) = (member(1, seed), member(2, seed));
+        let unseeded = member(1, 0);
+        let mut moved = 0;
+        for port in 1000..1400 {
+            let mut taken = 0;
+            for b in [&mut b1, &mut b2] {
+                let mut syn = client(port, TcpFlags::SYN);
+                taken +=
+                    usize::from(b.handle_front(T0, &mut syn) != Action::Drop(DropReason::NotOwner));
+            }
+            assert_eq!(taken, 1, "port {port}");
+            let ip = Ipv4Addr::new(198, 18, 2, 1);
+            moved += usize::from(b1.owner_of(ip, port) != unseeded.owner_of(ip, port));
+        }
+        // About half the flows change owner under another seed.
+        assert!((100..300).contains(&moved), "{moved}");
     }
 }

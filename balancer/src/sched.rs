@@ -126,15 +126,22 @@ impl SchedulerKind {
     /// All names, for error messages.
     pub const NAMES: &'static str = "rr, wrr, lc, wlc, sh, mh";
 
-    /// Builds a fresh scheduler of this kind.
-    pub fn build(self) -> Box<dyn Scheduler> {
+    /// Builds a fresh scheduler of this kind; the hashing ones (sh, mh)
+    /// key their flow hash with the cluster's `hash_seed`.
+    pub fn build(self, hash_seed: u64) -> Box<dyn Scheduler> {
         match self {
             SchedulerKind::Rr => Box::new(RoundRobin::default()),
             SchedulerKind::Wrr => Box::new(WeightedRoundRobin::default()),
             SchedulerKind::Lc => Box::new(LeastConn),
             SchedulerKind::Wlc => Box::new(WeightedLeastConn),
-            SchedulerKind::Sh => Box::new(SourceHash::default()),
-            SchedulerKind::Mh => Box::new(Maglev::default()),
+            SchedulerKind::Sh => Box::new(SourceHash {
+                seed: hash_seed,
+                ..SourceHash::default()
+            }),
+            SchedulerKind::Mh => Box::new(Maglev {
+                seed: hash_seed,
+                ..Maglev::default()
+            }),
         }
     }
     /// The short name.
@@ -320,6 +327,7 @@ pub const SH_TABLE_SIZE: usize = 256;
 /// table (LVS without `sh-fallback` would instead refuse their clients).
 #[derive(Debug, Default)]
 pub struct SourceHash {
+    seed: u64,
     sig: Vec<(Target, u32)>,
     table: Vec<Target>,
 }
@@ -353,8 +361,10 @@ impl Scheduler for SourceHash {
         if !same_signature(&self.sig, c) || self.table.is_empty() {
             self.rebuild(c);
         }
-        // LVS ip_vs_sh_hashkey: Knuth multiplicative hash of the address.
-        let h = u32::from(flow.client_ip).wrapping_mul(2_654_435_761);
+        // LVS ip_vs_sh_hashkey: Knuth multiplicative hash of the address,
+        // of the address mixed with the cluster seed here (seed 0: LVS's).
+        let key = u32::from(flow.client_ip) ^ (hash::mix64(self.seed) as u32);
+        let h = key.wrapping_mul(2_654_435_761);
         self.table
             .get((h >> 24) as usize % SH_TABLE_SIZE.max(1))
             .copied()
@@ -371,6 +381,7 @@ pub const MH_TABLE_SIZE: usize = 65537;
 /// port so that one client's connections spread over the targets.
 #[derive(Debug, Default)]
 pub struct Maglev {
+    seed: u64,
     sig: Vec<(Target, u32)>,
     table: Vec<Target>,
 }
@@ -435,7 +446,7 @@ impl Scheduler for Maglev {
         if !same_signature(&self.sig, c) || self.table.is_empty() {
             self.rebuild(c);
         }
-        let h = hash::flow_hash(flow.client_ip, flow.client_port);
+        let h = hash::flow_hash(self.seed, flow.client_ip, flow.client_port);
         self.table.get((h % MH_TABLE_SIZE as u64) as usize).copied()
     }
 }
@@ -586,7 +597,7 @@ mod tests {
     fn names_round_trip() {
         for k in all_kinds() {
             assert_eq!(k.as_str().parse::<SchedulerKind>().unwrap(), k);
-            assert_eq!(k.build().name(), k.as_str());
+            assert_eq!(k.build(0).name(), k.as_str());
         }
         assert!("fifo".parse::<SchedulerKind>().is_err());
     }
@@ -607,7 +618,7 @@ mod tests {
             }
             let any_live = weights.iter().any(|&w| w > 0);
             for k in all_kinds() {
-                let mut s = k.build();
+                let mut s = k.build(0);
                 for &f in &flows {
                     let got = s.pick(&flow(f), &c);
                     prop_assert_eq!(got.is_some(), any_live, "{}", k);

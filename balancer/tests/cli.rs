@@ -33,6 +33,7 @@ fn help_lists_every_run_flag_with_text() {
         "--bi-active",
         "--table-size",
         "--verify-checksums",
+        "--hash-seed",
         "--timeout",
         "--node-id",
         "--member",
