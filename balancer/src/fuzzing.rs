@@ -81,7 +81,7 @@ pub fn config(forwarding: Forwarding, scheduler: SchedulerKind) -> Config {
             members: vec![Member { id: 1, weight: 2 }, Member { id: 2, weight: 1 }],
             key: Some(KeySource::Inline("fuzzing-cluster-key".into())),
             heartbeat: Default::default(),
-            hash_seed: 0x5eed_0f_c1u64,
+            hash_seed: 0x5eed_0fc1_u64,
         },
         health: Default::default(),
     }

@@ -80,7 +80,7 @@ mod tests {
         let a = Ipv4Addr::new(203, 0, 113, 9);
         let bucket0 = |seed: u64| -> Vec<u16> {
             (0..=u16::MAX)
-                .filter(|&p| flow_hash(seed, a, p) % 4096 == 0)
+                .filter(|&p| flow_hash(seed, a, p).is_multiple_of(4096))
                 .collect()
         };
         let (x, y) = (bucket0(0), bucket0(0x5eed_1234_abcd_0042));
