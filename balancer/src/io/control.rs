@@ -10,7 +10,7 @@
 //! one at a time with an 8 KiB head limit and deadlines per phase (head
 //! [`REQUEST_DEADLINE`] from accept, answer [`ANSWER_WAIT`], reply
 //! [`WRITE_DEADLINE`], [`LINGER`]), so a slow or trickling client holds
-//! the endpoint for at most [`REQUEST_MAX`] in all, and never delays packets.
+//! the endpoint for at most 4.75 s in all, and never delays packets.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -30,11 +30,6 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
 pub const ANSWER_WAIT: Duration = Duration::from_secs(1);
 /// Deadline for writing the reply, from when it is ready.
 pub const WRITE_DEADLINE: Duration = Duration::from_millis(500);
-/// Most one request holds the endpoint: head, answer, reply and linger.
-pub const REQUEST_MAX: Duration = REQUEST_DEADLINE
-    .saturating_add(ANSWER_WAIT)
-    .saturating_add(WRITE_DEADLINE)
-    .saturating_add(LINGER);
 
 /// How long the reply's connection lingers for the client to read it.
 pub const LINGER: Duration = Duration::from_millis(250);
@@ -567,8 +562,15 @@ mod tests {
         assert_eq!(time_left(t, d), None);
     }
 
+    /// Most one request holds the endpoint: head, answer, reply and linger.
+    const REQUEST_MAX: Duration = REQUEST_DEADLINE
+        .saturating_add(ANSWER_WAIT)
+        .saturating_add(WRITE_DEADLINE)
+        .saturating_add(LINGER);
+
     #[test]
     fn a_trickling_client_is_cut_off_at_the_request_deadline() {
+        assert_eq!(REQUEST_MAX, Duration::from_millis(4750), "module doc");
         let addr = start_server();
         // One byte of a never-ending head every 100 ms: each read returns
         // quickly, so only the overall deadline can end it.
