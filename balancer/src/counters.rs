@@ -51,11 +51,19 @@ pub enum DropReason {
     /// Not a SYN and no connection entry (LVS would pass it to the local
     /// stack; we drop it: another balancer may hold the flow).
     NoConnection,
+    /// ICMP too short, with a bad checksum, or quoting something that is
+    /// not a plain IPv4 header.
+    IcmpMalformed,
+    /// ICMP other than destination unreachable / time exceeded, or about
+    /// something other than TCP (echo requests to the VIP land here).
+    IcmpUnsupported,
+    /// An ICMP error about a flow not in this balancer's table.
+    IcmpNoConnection,
 }
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::NotIpv4,
@@ -70,6 +78,9 @@ impl DropReason {
         DropReason::NoTarget,
         DropReason::TableFull,
         DropReason::NoConnection,
+        DropReason::IcmpMalformed,
+        DropReason::IcmpUnsupported,
+        DropReason::IcmpNoConnection,
     ];
     /// Snake-case name (the JSON key).
     pub fn as_str(self) -> &'static str {
@@ -88,6 +99,9 @@ impl DropReason {
             DropReason::NoTarget => "no_target",
             DropReason::TableFull => "table_full",
             DropReason::NoConnection => "no_connection",
+            DropReason::IcmpMalformed => "icmp_malformed",
+            DropReason::IcmpUnsupported => "icmp_unsupported",
+            DropReason::IcmpNoConnection => "icmp_no_connection",
         }
     }
     fn idx(self) -> usize {
@@ -140,6 +154,8 @@ pub struct Counters {
     /// Initial SYNs with a new ISN on a SYN_RECV entry: new flows
     /// rescheduled, not taken for retransmissions.
     pub syn_recv_new_isn: u64,
+    /// ICMP errors about flows in the table, rewritten and forwarded.
+    pub icmp_forwarded: u64,
     drops: [u64; DropReason::ALL.len()],
     /// Per target, by `Target::index()`.
     pub targets: Vec<TargetCounters>,
@@ -222,6 +238,10 @@ pub struct Snapshot {
     /// Initial SYNs with a new ISN on a SYN_RECV entry (rescheduled as new flows).
     #[serde(default)]
     pub syn_recv_new_isn: u64,
+    /// ICMP errors about flows in the table, rewritten and forwarded
+    /// (fragmentation-needed among them: path MTU discovery).
+    #[serde(default)]
+    pub icmp_forwarded: u64,
     /// Drops by reason.
     pub drops: BTreeMap<String, u64>,
     /// Connection table entries.
@@ -339,6 +359,7 @@ mod tests {
             tx_back: 30,
             delivered_local: 0,
             syn_recv_new_isn: 0,
+            icmp_forwarded: 0,
             drops: c.drop_map(),
             conntrack_entries: 3,
             conntrack_capacity: 1024,

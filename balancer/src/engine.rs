@@ -41,6 +41,13 @@
 //!    `DeliverLocal` (the IP packet, unchanged, for the TUN holding the
 //!    VIP), or NAT/DR-rewritten and `Forward { iface: Back }`.
 //!
+//! ICMP destination-unreachable and time-exceeded errors (on `front` to
+//! the VIP, on `back` from the real server side) that quote a packet of a
+//! flow in the table are rewritten and forwarded like the flow ([`icmp`]:
+//! fragmentation-needed must reach the sender for path MTU discovery);
+//! other ICMP is dropped as `IcmpUnsupported`, `IcmpMalformed` or
+//! `IcmpNoConnection`.
+//!
 //! On `back` only NAT replies are expected (their TCP checksum verified
 //! like the client's, when on): from a configured real server
 //! endpoint (else `NotFromRealServer`) to a client with an entry (else
@@ -56,12 +63,13 @@ use std::time::Duration;
 use crate::config::{Config, Forwarding};
 use crate::conntrack::{Conn, ConnKey, Conntrack, Direction, Method, NewConn, TcpState};
 use crate::counters::{Counters, DropReason, Snapshot, TargetSnapshot};
+use crate::icmp::{self, IcmpError, IPPROTO_ICMP};
 use crate::ownership::{Member, Membership, MembershipError, Ownership};
 use crate::rewrite::{self, MacPair};
 use crate::sched::{Candidate, FlowKey, Scheduler, SchedulerKind, Target};
 use crate::wire::{
-    parse_tcp_frame, tcp_checksum_ok, tcp_frame_info, EthernetFrame, Ipv4Packet, MacAddr,
-    TcpFrameInfo, ETHERTYPE_IPV4, ETH_HEADER_LEN,
+    check_ipv4, parse_tcp_frame, tcp_checksum_ok, tcp_frame_info, EthernetFrame, Ipv4Packet,
+    MacAddr, TcpFrameInfo, ETHERTYPE_IPV4, ETH_HEADER_LEN,
 };
 
 /// Which interface a frame leaves by.
@@ -333,6 +341,7 @@ impl Balancer {
             tx_back: c.tx_back,
             delivered_local: c.delivered_local,
             syn_recv_new_isn: c.syn_recv_new_isn,
+            icmp_forwarded: c.icmp_forwarded,
             drops: c.drop_map(),
             conntrack_entries: self.conntrack.len(),
             conntrack_capacity: self.conntrack.capacity(),
@@ -357,7 +366,7 @@ impl Balancer {
 
     /// Is the frame for the VIP? Cheap structural checks first, so traffic
     /// that is not ours is counted as such rather than by its faults.
-    fn classify_front(&self, frame: &[u8]) -> Result<TcpFrameInfo, DropReason> {
+    fn classify_front(&self, frame: &[u8]) -> Result<Inbound, DropReason> {
         let eth = EthernetFrame::new_checked(frame).map_err(DropReason::from)?;
         if eth.ethertype() != ETHERTYPE_IPV4 {
             return Err(DropReason::NotIpv4);
@@ -366,12 +375,16 @@ impl Balancer {
         if ip.dst_addr() != *self.vip.ip() {
             return Err(DropReason::NotForVip);
         }
+        if ip.protocol() == IPPROTO_ICMP {
+            check_ipv4(&ip, false).map_err(DropReason::from)?;
+            return icmp::parse(&ip).map(Inbound::Icmp);
+        }
         let info = tcp_frame_info(&eth, &ip, false).map_err(DropReason::from)?;
         if info.dst_port != self.vip.port() {
             return Err(DropReason::NotForVip);
         }
         self.verify_tcp(frame, &info)?;
-        Ok(info)
+        Ok(Inbound::Tcp(info))
     }
 
     /// The switchable TCP checksum check of both interfaces.
@@ -384,7 +397,8 @@ impl Balancer {
 
     fn front(&mut self, now: Duration, frame: &mut [u8]) -> Action {
         let info = match self.classify_front(frame) {
-            Ok(i) => i,
+            Ok(Inbound::Tcp(i)) => i,
+            Ok(Inbound::Icmp(e)) => return self.front_icmp(frame, &e),
             Err(r) => return Action::Drop(r),
         };
         let key = ConnKey {
@@ -516,7 +530,96 @@ impl Balancer {
         action
     }
 
+    /// An ICMP error on `front` quoting our reply `VIP:vport -> client`:
+    /// delivered like the flow it is about.
+    fn front_icmp(&mut self, frame: &mut [u8], e: &IcmpError) -> Action {
+        let key = ConnKey {
+            client_ip: *e.quoted_dst.ip(),
+            client_port: e.quoted_dst.port(),
+            vport: e.quoted_src.port(),
+        };
+        let conn = (e.quoted_src.ip() == self.vip.ip())
+            .then(|| self.conntrack.lookup(&key))
+            .flatten()
+            .and_then(|id| self.conntrack.get(id));
+        let Some(conn) = conn else {
+            return Action::Drop(DropReason::IcmpNoConnection);
+        };
+        let action = match conn.method {
+            Method::Local => Action::DeliverLocal {
+                offset: ETH_HEADER_LEN,
+                len: e.ip_total_len,
+            },
+            Method::Nat | Method::Dr => {
+                let Some(mac) = self.targets.get(conn.target.index()).and_then(|t| t.mac) else {
+                    return Action::Drop(DropReason::NoTarget);
+                };
+                let macs = MacPair {
+                    src: self.macs.back_mac,
+                    dst: mac,
+                };
+                let r = if conn.method == Method::Nat {
+                    icmp::nat_in(frame, conn.real, macs)
+                } else {
+                    rewrite::dr(frame, macs).map_err(DropReason::from)
+                };
+                match r {
+                    Ok(len) => Action::Forward {
+                        iface: Iface::Back,
+                        len,
+                    },
+                    Err(r) => return Action::Drop(r),
+                }
+            }
+        };
+        self.counters.icmp_forwarded += 1;
+        action
+    }
+
+    /// An ICMP error on `back` quoting `client -> real:rport` of a NAT
+    /// flow: to the client, from the VIP, quoting `client -> VIP:vport`.
+    fn back_icmp(&mut self, frame: &mut [u8]) -> Action {
+        let e = match Ipv4Packet::new_checked(frame.get(ETH_HEADER_LEN..).unwrap_or_default())
+            .map_err(DropReason::from)
+            .and_then(|ip| {
+                check_ipv4(&ip, false).map_err(DropReason::from)?;
+                icmp::parse(&ip)
+            }) {
+            Ok(e) => e,
+            Err(r) => return Action::Drop(r),
+        };
+        let conn = self
+            .by_endpoint
+            .get(&e.quoted_dst)
+            .and_then(|&t| {
+                self.conntrack
+                    .lookup_reply(t, *e.quoted_src.ip(), e.quoted_src.port())
+            })
+            .and_then(|id| self.conntrack.get(id));
+        let Some(conn) = conn else {
+            return Action::Drop(DropReason::IcmpNoConnection);
+        };
+        let macs = MacPair {
+            src: self.macs.front_mac,
+            dst: conn.front_mac,
+        };
+        let vip = SocketAddrV4::new(*self.vip.ip(), conn.key.vport);
+        match icmp::nat_out(frame, vip, macs) {
+            Ok(len) => {
+                self.counters.icmp_forwarded += 1;
+                Action::Forward {
+                    iface: Iface::Front,
+                    len,
+                }
+            }
+            Err(r) => Action::Drop(r),
+        }
+    }
+
     fn back(&mut self, now: Duration, frame: &mut [u8]) -> Action {
+        if is_icmp(frame) {
+            return self.back_icmp(frame);
+        }
         let info = match parse_tcp_frame(frame, false) {
             Ok(i) => i,
             Err(e) => return Action::Drop(e.into()),
@@ -564,6 +667,18 @@ impl Balancer {
     pub fn owner_of(&self, ip: Ipv4Addr, port: u16) -> Option<u32> {
         self.ownership.owner(self.hash_seed, ip, port)
     }
+}
+
+/// What a front frame for the VIP carries.
+enum Inbound {
+    Tcp(TcpFrameInfo),
+    Icmp(IcmpError),
+}
+
+/// Whether a frame is Ethernet/IPv4 with protocol ICMP (structure not yet checked).
+fn is_icmp(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&ETHERTYPE_IPV4.to_be_bytes()[..])
+        && frame.get(ETH_HEADER_LEN + 9) == Some(&IPPROTO_ICMP)
 }
 
 fn direction_in(m: Method) -> Direction {
@@ -1565,5 +1680,180 @@ mod tests {
         }
         // About half the flows change owner under another seed.
         assert!((100..300).contains(&moved), "{moved}");
+    }
+
+    #[test]
+    fn icmp_errors_about_flows_reach_their_sender_rewritten() {
+        use crate::icmp::{build_error, checksums_ok, DEST_UNREACH, FRAG_NEEDED};
+        let router = Ipv4Addr::new(198, 18, 1, 1);
+        let cl = Ipv4Addr::new(198, 18, 2, 1);
+        let to_lb = MacPair {
+            src: ROUTER_MAC,
+            dst: FRONT_MAC,
+        };
+        let mut c = cfg();
+        c.bi_active = true;
+        c.real_servers.truncate(1);
+        let mut b = lb(&c);
+        // Flow 5000 is local (rr: local first), flow 5001 NAT to RS0.
+        let mut syn = client(5000, TcpFlags::SYN);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::DeliverLocal { .. }
+        ));
+        let mut syn = client(5001, TcpFlags::SYN);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::Forward { .. }
+        ));
+        let forwarded = syn[14..].to_vec(); // client -> RS0:8080 as sent on back
+        let mut reply_frame = reply(RS0, 5001, TcpFlags::SYN | TcpFlags::ACK);
+        assert!(matches!(
+            b.handle_back(T0, &mut reply_frame),
+            Action::Forward { .. }
+        ));
+        let reply_ip = reply_frame[14..].to_vec(); // VIP:80 -> client as sent on front
+
+        // Front: a router cannot forward our (large) reply: frag-needed to the
+        // VIP, quoting it whole. It reaches RS0, about RS0:8080 -> client.
+        let mut f = build_error(
+            to_lb,
+            (router, VIP),
+            (DEST_UNREACH, FRAG_NEEDED, 1280),
+            &reply_ip,
+            reply_ip.len(),
+        );
+        let a = b.handle_front(T0, &mut f);
+        assert_eq!(
+            a,
+            Action::Forward {
+                iface: Iface::Back,
+                len: f.len()
+            }
+        );
+        assert!(checksums_ok(&f, true));
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (router, RS0));
+        let e = icmp::parse(&ip).unwrap();
+        assert_eq!(e.quoted_src, SocketAddrV4::new(RS0, 8080));
+        assert_eq!(e.quoted_dst, SocketAddrV4::new(cl, 5001));
+        assert_eq!((&f[0..6], &f[6..12]), (&RS0_MAC.0[..], &BACK_MAC.0[..]));
+        assert_eq!(&f[38..42], &1280u32.to_be_bytes(), "MTU kept");
+
+        // Back: RS0's side reports our forwarded packet (8-byte quote). It
+        // reaches the client from the VIP, about client -> VIP:80.
+        let mut f = build_error(
+            MacPair {
+                src: RS0_MAC,
+                dst: BACK_MAC,
+            },
+            (RS0, cl),
+            (DEST_UNREACH, 3, 0),
+            &forwarded,
+            28,
+        );
+        let a = b.handle_back(T0, &mut f);
+        assert_eq!(
+            a,
+            Action::Forward {
+                iface: Iface::Front,
+                len: f.len()
+            }
+        );
+        assert!(checksums_ok(&f, false));
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (VIP, cl));
+        let e = icmp::parse(&ip).unwrap();
+        assert_eq!(
+            (e.quoted_src, e.quoted_dst),
+            (SocketAddrV4::new(cl, 5001), SocketAddrV4::new(VIP, 80))
+        );
+        assert_eq!((&f[0..6], &f[6..12]), (&ROUTER_MAC.0[..], &FRONT_MAC.0[..]));
+
+        // The local flow's error goes to the local stack unchanged.
+        let local_reply = tcp_frame(&FrameSpec {
+            src_ip: VIP,
+            src_port: 80,
+            dst_ip: cl,
+            dst_port: 5000,
+            ..Default::default()
+        });
+        let mut f = build_error(
+            to_lb,
+            (router, VIP),
+            (DEST_UNREACH, FRAG_NEEDED, 1400),
+            &local_reply[14..],
+            28,
+        );
+        let orig = f.clone();
+        assert_eq!(
+            b.handle_front(T0, &mut f),
+            Action::DeliverLocal {
+                offset: 14,
+                len: f.len() - 14
+            }
+        );
+        assert_eq!(f, orig);
+        assert_eq!(b.snapshot().icmp_forwarded, 3);
+
+        // Unknown flow, unsupported type, malformed: counted drops.
+        let other = tcp_frame(&FrameSpec {
+            src_ip: VIP,
+            src_port: 80,
+            dst_ip: cl,
+            dst_port: 6000,
+            ..Default::default()
+        });
+        let mut f = build_error(
+            to_lb,
+            (router, VIP),
+            (DEST_UNREACH, FRAG_NEEDED, 1400),
+            &other[14..],
+            28,
+        );
+        assert_eq!(
+            b.handle_front(T0, &mut f),
+            Action::Drop(DropReason::IcmpNoConnection)
+        );
+        let mut f = build_error(to_lb, (router, VIP), (8, 0, 0), &other[14..], 28);
+        assert_eq!(
+            b.handle_front(T0, &mut f),
+            Action::Drop(DropReason::IcmpUnsupported)
+        );
+        let mut f = build_error(
+            to_lb,
+            (router, VIP),
+            (DEST_UNREACH, FRAG_NEEDED, 1400),
+            &other[14..],
+            20,
+        );
+        assert_eq!(
+            b.handle_front(T0, &mut f),
+            Action::Drop(DropReason::IcmpMalformed)
+        );
+        let mut f = build_error(
+            MacPair {
+                src: RS0_MAC,
+                dst: BACK_MAC,
+            },
+            (RS0, cl),
+            (DEST_UNREACH, 3, 0),
+            &forwarded,
+            28,
+        );
+        f[14 + 20 + 8 + 12] ^= 1; // quoted source changed, ICMP checksum now wrong
+        assert_eq!(
+            b.handle_back(T0, &mut f),
+            Action::Drop(DropReason::IcmpMalformed)
+        );
+        let d = b.snapshot().drops;
+        assert_eq!(
+            (
+                d["icmp_no_connection"],
+                d["icmp_unsupported"],
+                d["icmp_malformed"]
+            ),
+            (1, 1, 2)
+        );
     }
 }

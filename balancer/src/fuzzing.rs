@@ -9,6 +9,7 @@
 //! * `Forward { len }`: `len` fits the buffer, the frame parses as
 //!   Ethernet/IPv4/TCP, its IPv4 checksum verifies, and if the input's TCP
 //!   checksum verified, the output's does too (rewrites keep checksums);
+//!   a forwarded ICMP error parses as one with every checksum right;
 //! * `DeliverLocal { offset, len }`: the range fits the buffer and the IP
 //!   packet is byte-for-byte the one received;
 //! * the connection table never exceeds its capacity;
@@ -143,6 +144,12 @@ pub fn run_one(
             let out = buf
                 .get(..len)
                 .ok_or_else(|| format!("Forward len {len} > buffer {}", buf.len()))?;
+            if out.get(ETH_HEADER_LEN + 9) == Some(&crate::icmp::IPPROTO_ICMP) {
+                if !crate::icmp::checksums_ok(out, false) {
+                    return Err("forwarded ICMP error malformed or with a bad checksum".into());
+                }
+                return Ok(action);
+            }
             parse_tcp_frame(out, false)
                 .map_err(|e| format!("forwarded frame does not parse: {e}"))?;
             if tcp_was_ok && !tcp_ok(out) {
@@ -296,6 +303,9 @@ pub fn gen_frame(rng: &mut Rng) -> (Vec<u8>, bool) {
         spec.dst_port = cport;
     }
     let mut f = tcp_frame(&spec);
+    if rng.below(8) == 0 {
+        f = icmp_about(rng, &spec, front);
+    }
     if kind >= 6 {
         for _ in 0..1 + rng.below(4) {
             let at = rng.below(f.len());
@@ -315,6 +325,40 @@ pub fn gen_frame(rng: &mut Rng) -> (Vec<u8>, bool) {
         }
     }
     (f, front)
+}
+
+/// An ICMP error about the flow of `spec` arriving on the same side: on
+/// front from a router to the VIP quoting our reply (VIP -> client), on
+/// back from the real server to the client quoting the forwarded packet.
+fn icmp_about(rng: &mut Rng, spec: &FrameSpec, front: bool) -> Vec<u8> {
+    // The quoted packet went the other way.
+    let quoted = FrameSpec {
+        src_ip: spec.dst_ip,
+        dst_ip: spec.src_ip,
+        src_port: spec.dst_port,
+        dst_port: spec.src_port,
+        pad: 0,
+        ..spec.clone()
+    };
+    let q = tcp_frame(&quoted);
+    let macs = crate::rewrite::MacPair {
+        src: spec.src_mac,
+        dst: spec.dst_mac,
+    };
+    let (outer_src, outer_dst) = if front {
+        (Ipv4Addr::new(198, 18, 1, 1), VIP)
+    } else {
+        (spec.src_ip, spec.dst_ip)
+    };
+    let (kind, code) = [(3, 4), (3, 3), (11, 0), (8, 0)][rng.below(4)];
+    let len = 20 + rng.below(q.len() - ETH_HEADER_LEN - 19);
+    crate::icmp::build_error(
+        macs,
+        (outer_src, outer_dst),
+        (kind, code, 1280),
+        &q[ETH_HEADER_LEN..],
+        len,
+    )
 }
 
 /// The cluster key of the heartbeat fuzzing.
@@ -474,5 +518,7 @@ mod tests {
             fwd > 100 && local > 100 && drops > 100,
             "{fwd} {local} {drops}"
         );
+        let icmp: u64 = bs.iter().map(|b| b.snapshot().icmp_forwarded).sum();
+        assert!(icmp > 10, "{icmp} ICMP errors forwarded");
     }
 }

@@ -549,14 +549,9 @@ pub fn parse_tcp_frame(frame: &[u8], allow_ip_options: bool) -> Result<TcpFrameI
     tcp_frame_info(&eth, &ip, allow_ip_options)
 }
 
-/// The checks of [`parse_tcp_frame`] after the IPv4 structure (header
-/// checksum, fragment, options, protocol, TCP structure), for a caller that
-/// already holds the Ethernet and IPv4 views and must not parse them again.
-pub fn tcp_frame_info(
-    eth: &EthernetFrame<&[u8]>,
-    ip: &Ipv4Packet<&[u8]>,
-    allow_ip_options: bool,
-) -> Result<TcpFrameInfo, WireError> {
+/// The IPv4 checks every protocol gets after the structure: header
+/// checksum, fragment, options (in that order).
+pub fn check_ipv4(ip: &Ipv4Packet<&[u8]>, allow_ip_options: bool) -> Result<(), WireError> {
     if !ip.verify_checksum() {
         return Err(WireError::BadChecksum);
     }
@@ -566,6 +561,18 @@ pub fn tcp_frame_info(
     if ip.has_options() && !allow_ip_options {
         return Err(WireError::IpOptions);
     }
+    Ok(())
+}
+
+/// The checks of [`parse_tcp_frame`] after the IPv4 structure (header
+/// checksum, fragment, options, protocol, TCP structure), for a caller that
+/// already holds the Ethernet and IPv4 views and must not parse them again.
+pub fn tcp_frame_info(
+    eth: &EthernetFrame<&[u8]>,
+    ip: &Ipv4Packet<&[u8]>,
+    allow_ip_options: bool,
+) -> Result<TcpFrameInfo, WireError> {
+    check_ipv4(ip, allow_ip_options)?;
     if ip.protocol() != checksum::IPPROTO_TCP {
         return Err(WireError::NotTcp);
     }
