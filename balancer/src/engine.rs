@@ -58,6 +58,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, Forwarding};
@@ -66,7 +67,7 @@ use crate::counters::{Counters, DropReason, Snapshot, TargetSnapshot};
 use crate::icmp::{self, IcmpError, IPPROTO_ICMP};
 use crate::ownership::{Member, Membership, MembershipError, Ownership};
 use crate::rewrite::{self, MacPair};
-use crate::sched::{Candidate, FlowKey, Scheduler, SchedulerKind, Target};
+use crate::sched::{Candidate, FlowKey, HashTable, Scheduler, SchedulerKind, TableRequest, Target};
 use crate::wire::{
     check_ipv4, parse_tcp_frame, tcp_checksum_ok, tcp_frame_info, EthernetFrame, Ipv4Packet,
     MacAddr, TcpFrameInfo, ETHERTYPE_IPV4, ETH_HEADER_LEN,
@@ -194,12 +195,12 @@ impl Balancer {
             by_endpoint.insert(rs.endpoint(), t);
         }
         let n = targets.len();
-        Ok(Self {
+        let mut b = Self {
             vip: cfg.vip,
             forwarding: cfg.forwarding,
             bi_active: cfg.bi_active,
             verify_checksums: cfg.verify_checksums,
-            scheduler: cfg.scheduler.build(cfg.cluster.hash_seed),
+            scheduler: cfg.scheduler.build(cfg.cluster.hash_seed, false),
             scheduler_kind: cfg.scheduler,
             targets,
             by_endpoint,
@@ -210,7 +211,42 @@ impl Balancer {
             macs,
             counters: Counters::new(n),
             candidates: Vec::with_capacity(n),
-        })
+        };
+        // The first table is built here, at startup; later ones off the
+        // packet thread (see `take_table_request`).
+        b.observe_candidates();
+        b.build_tables_now();
+        Ok(b)
+    }
+
+    /// A lookup table the scheduler (sh, mh) wants rebuilt after its
+    /// candidates changed, once per change: build it with
+    /// [`HashTable::build`] on another thread and hand it to
+    /// [`Balancer::install_table`]. Until then decisions use the previous
+    /// table (flows for targets no longer eligible fall back to eligible ones).
+    pub fn take_table_request(&mut self) -> Option<TableRequest> {
+        self.scheduler.take_request()
+    }
+
+    /// Swaps in a table built from [`Balancer::take_table_request`], in one
+    /// step between two decisions; false (ignored) if the candidates have
+    /// changed again since it was asked for.
+    pub fn install_table(&mut self, table: Arc<HashTable>) -> bool {
+        self.scheduler.install(table)
+    }
+
+    /// Builds a wanted table on the calling thread (startup, tests, tools
+    /// without a builder thread).
+    pub fn build_tables_now(&mut self) {
+        if let Some(r) = self.take_table_request() {
+            self.install_table(Arc::new(HashTable::build(&r)));
+        }
+    }
+
+    /// Tells the scheduler of the current candidates after a change.
+    fn observe_candidates(&mut self) {
+        self.fill_candidates();
+        self.scheduler.observe(&self.candidates);
     }
 
     /// Handles a frame read on `front`.
@@ -258,6 +294,7 @@ impl Balancer {
         match self.targets.get_mut(Target::Real(index).index()) {
             Some(t) => {
                 t.mac = Some(mac);
+                self.observe_candidates();
                 true
             }
             None => false,
@@ -270,6 +307,7 @@ impl Balancer {
         match self.targets.get_mut(target.index()) {
             Some(t) => {
                 t.weight = weight;
+                self.observe_candidates();
                 true
             }
             None => false,
@@ -282,6 +320,7 @@ impl Balancer {
         match self.targets.get_mut(target.index()) {
             Some(t) => {
                 t.up = up;
+                self.observe_candidates();
                 true
             }
             None => false,
@@ -473,6 +512,12 @@ impl Balancer {
     }
 
     fn schedule(&mut self, flow: &FlowKey) -> Option<Target> {
+        self.fill_candidates();
+        self.scheduler.pick(flow, &self.candidates)
+    }
+
+    /// The targets a new flow may go to, with weights and loads.
+    fn fill_candidates(&mut self) {
         self.candidates.clear();
         for t in &self.targets {
             let eligible = match t.target {
@@ -490,7 +535,6 @@ impl Balancer {
                 inactive: load.inactive,
             });
         }
-        self.scheduler.pick(flow, &self.candidates)
     }
 
     fn deliver_in(&mut self, conn: &Conn, frame: &mut [u8], info: &TcpFrameInfo) -> Action {
@@ -1855,5 +1899,31 @@ mod tests {
             ),
             (1, 1, 2)
         );
+    }
+
+    #[test]
+    fn maglev_tables_are_rebuilt_off_the_decision_path() {
+        let mut c = cfg();
+        c.scheduler = SchedulerKind::Mh;
+        let mut b = lb(&c);
+        // The first table was built at startup: nothing pending.
+        assert_eq!(b.take_table_request(), None);
+        b.set_weight(Target::Real(0), 0);
+        let r = b.take_table_request().expect("a rebuild is asked for");
+        assert_eq!(b.take_table_request(), None);
+        // Until the new table is installed every new flow still gets an
+        // eligible target (RS1: RS0 is quiesced).
+        for p in 0..50 {
+            let mut syn = client(p, TcpFlags::SYN);
+            assert!(matches!(
+                b.handle_front(T0, &mut syn),
+                Action::Forward { .. }
+            ));
+            assert_eq!(parse_tcp_frame(&syn, false).unwrap().dst_ip, RS1);
+        }
+        assert!(b.install_table(Arc::new(HashTable::build(&r))));
+        b.set_weight(Target::Real(0), 1);
+        b.build_tables_now();
+        assert_eq!(b.take_table_request(), None);
     }
 }

@@ -231,6 +231,11 @@ pub fn random_control(b: &mut Balancer, rng: &mut Rng) {
             let _ = b.set_membership(members);
         }
     }
+    // Half the time the rebuilt sh/mh table arrives at once; otherwise the
+    // frames that follow are decided with the stale one (its fallback).
+    if rng.below(2) == 0 {
+        b.build_tables_now();
+    }
 }
 
 /// xorshift64*: a tiny deterministic generator (no dependency, reproducible by seed).

@@ -55,6 +55,9 @@ pub struct ProcessInfo {
     /// Frames given up for any other send error.
     #[serde(default)]
     pub tx_other_errors: u64,
+    /// sh/mh lookup tables built off the packet thread and swapped in.
+    #[serde(default)]
+    pub tables_installed: u64,
     /// Write errors on the TUN (local delivery lost).
     pub tun_errors: u64,
     /// Frames that filled the whole read buffer (possibly cut: dropped).

@@ -66,6 +66,7 @@ use super::health::{self as checker, CheckResult};
 use super::heartbeat::HeartbeatSocket;
 use super::packet::{find_interface, wait_writable, IoMode, Port, PortOptions, Recv};
 use super::sys::{self, Waker};
+use super::tables::Tables;
 
 /// ARP retry interval for unresolved real servers.
 const ARP_INTERVAL: Duration = Duration::from_secs(1);
@@ -119,6 +120,7 @@ struct IoCounters {
     tx_errors_back: u64,
     tx_retries: u64,
     tx_drops: TxDrops,
+    tables_installed: u64,
     tun_errors: u64,
     rx_oversize: u64,
     rx_errors: u64,
@@ -156,6 +158,8 @@ struct Rate {
 }
 
 struct Loop {
+    /// Builds sh/mh tables off this thread.
+    tables: Tables,
     bal: Balancer,
     front: Port,
     back: Port,
@@ -247,6 +251,7 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         .install_signal_handlers()
         .context("installing SIGINT/SIGTERM handlers")?;
     let checks = start_checks(&cfg, &waker, start)?;
+    let tables = Tables::spawn(waker.handle().context("cloning the wake-up pipe")?)?;
     let (req_tx, req_rx) = mpsc::channel();
     control::spawn(
         listener,
@@ -311,6 +316,7 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         drain_until: None,
         checks,
         drained: false,
+        tables,
     };
     l.run()?;
     l.summary();
@@ -515,6 +521,7 @@ impl Loop {
                 self.receive_heartbeats();
             }
             self.membership();
+            self.swap_tables();
             let now = Instant::now();
             if now >= next_tick {
                 self.on_tick();
@@ -525,6 +532,23 @@ impl Loop {
             }
         }
         Ok(())
+    }
+
+    /// Passes the engine's table request (after a weight, health or MAC
+    /// change) to the builder thread, and installs what it has built.
+    fn swap_tables(&mut self) {
+        if let Some(r) = self.bal.take_table_request() {
+            if !self.tables.request(r) {
+                // The builder is gone (it cannot panic on a valid request):
+                // build here rather than keep a stale table forever.
+                self.bal.build_tables_now();
+            }
+        }
+        while let Ok(t) = self.tables.ready() {
+            if self.bal.install_table(t) {
+                self.io.tables_installed += 1;
+            }
+        }
     }
 
     /// Reads what one port has queued and carries out the actions: one
@@ -1000,6 +1024,7 @@ impl Loop {
             tx_would_block: io.tx_drops.would_block,
             tx_no_buffers: io.tx_drops.no_buffers,
             tx_other_errors: io.tx_drops.other,
+            tables_installed: io.tables_installed,
             tun_errors: io.tun_errors,
             rx_oversize: io.rx_oversize,
             rx_errors: io.rx_errors,
