@@ -64,6 +64,18 @@ fuzz-libfuzzer SECONDS="60":
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
     cd balancer && RUSTC_BOOTSTRAP=1 cargo fuzz run engine_frames -- -max_total_time={{SECONDS}}
 
+# Heartbeat failover of two balancers in namespaces (release build): KILLS SIGKILLs of one,
+# each timed from the kill to the survivor's membership change; then health withdrawal, drain,
+# heartbeat partition and graceful leave. Needs root; takes the testbed lock.
+detection KILLS="12": deps
+    cargo build --release -p realserver -p balancer --bins
+    FAILOVER_KILLS={{KILLS}} flock /tmp/bal-testbed.lock cargo test --release -p balancer --test failover -- --nocapture
+
+# Coverage-guided fuzzing of the heartbeat parser and membership node with cargo-fuzz, bounded in time.
+fuzz-heartbeats SECONDS="60":
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    cd balancer && RUSTC_BOOTSTRAP=1 cargo fuzz run heartbeats -- -max_total_time={{SECONDS}}
+
 # Memory of a one-million-flow connection table (target: <= 200 MB).
 conntrack-mem:
     cargo run --release -p balancer --example conntrack_mem

@@ -37,6 +37,14 @@ fn help_lists_every_run_flag_with_text() {
         "--timeout",
         "--node-id",
         "--member",
+        "--cluster-key-file",
+        "--heartbeat-interval",
+        "--dead-after",
+        "--drain-ms",
+        "--health-check",
+        "--health-path",
+        "--rise",
+        "--fall",
         "--tun",
         "--control",
         "--frame-buffer",
@@ -185,4 +193,45 @@ fn oversized_table_is_a_configuration_error_naming_the_limit() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn cluster_key_problems_exit_2_with_one_line() {
+    let base = [
+        "run",
+        "--front",
+        "lo",
+        "--back",
+        "lo2",
+        "--vip",
+        "10.0.0.1:80",
+        "--bi-active",
+        "on",
+        "--member",
+        "1",
+        "--member",
+        "2",
+    ];
+    let one_line = |o: &Output| {
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+        assert_eq!(stderr(o).trim().lines().count(), 1, "{}", stderr(o));
+        stderr(o)
+    };
+    let o = balancer(&base);
+    assert!(one_line(&o).contains("cluster.key: missing"));
+    let mut v = base.to_vec();
+    v.extend_from_slice(&["--cluster-key-file", "/nonexistent/cluster.key"]);
+    let o = balancer(&v);
+    assert!(one_line(&o).contains("cannot read cluster key file /nonexistent/cluster.key"));
+    let mut short = tempfile::NamedTempFile::new().unwrap();
+    writeln!(short, "too-short").unwrap();
+    let p = short.path().to_str().unwrap().to_string();
+    let mut v = base.to_vec();
+    v.extend_from_slice(&["--cluster-key-file", &p]);
+    let o = balancer(&v);
+    assert!(
+        one_line(&o).contains("expected at least 16 bytes (trailing whitespace ignored), got 9")
+    );
+    let o = balancer(&["weight", "--control", "127.0.0.1:1", "rs1", "3"]);
+    assert!(one_line(&o).contains("target \"rs1\": expected local or realN"));
 }

@@ -17,6 +17,9 @@
 //! then lb2's local server (its only target) is killed: its HTTP health
 //! check fails, lb2 withdraws and lb1 serves alone; the server comes back
 //! and lb2 rejoins; `balancer drain` / `undrain` do the same by hand;
+//! heartbeats alone are blocked (nftables in lb2): both claim every bucket
+//! and answer every new flow (the documented partition limit, measured and
+//! printed), then converge when unblocked;
 //! finally lb2 gets SIGTERM: lb1 takes its buckets at once (no dead-after
 //! wait) and lb2 exits 0 after draining. Everything lives in 198.19.8.0/22
 //! and is deleted on drop, even on panic.
@@ -260,6 +263,15 @@ fn served(n: usize) -> u64 {
     v["requests_total"].as_u64().unwrap()
 }
 
+/// Flows balancer `n` has opened to its local server.
+fn opened(n: usize) -> u64 {
+    let a: SocketAddr = format!("198.19.8.{n}:9100").parse().unwrap();
+    let (code, body) = with_ns(LBS[n - 1], move || http_get(a, "/stats")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let d: balancer::status::StatusDoc = serde_json::from_str(&body).unwrap();
+    d.snapshot.targets.iter().map(|t| t.traffic.conns).sum()
+}
+
 /// `k` GETs of / from the client to the VIP, each from a fresh port.
 fn client_gets(k: usize) -> Vec<String> {
     with_ns(CLI, move || {
@@ -420,6 +432,42 @@ fn survivor_takes_over_and_joiner_rejoins() {
     }
     let errs = client_gets(20);
     assert!(errs.is_empty(), "after undrain: {errs:?}");
+
+    // Heartbeat partition (the documented limit): only the heartbeats
+    // between the two are blocked, both still see every client frame. Each
+    // declares the other dead and claims every bucket: new flows are
+    // answered by both. Measured here, not hidden; then the views converge.
+    in_ns(
+        LBS[1],
+        &[
+            "nft",
+            "add table inet hb; add chain inet hb in { type filter hook input priority 0; }; \
+             add chain inet hb out { type filter hook output priority 0; }; \
+             add rule inet hb in udp dport 7946 drop; add rule inet hb out udp dport 7946 drop",
+        ],
+    );
+    wait_view(1, &[1]);
+    wait_view(2, &[2]);
+    let (o1, o2) = (opened(1), opened(2));
+    let n = 20;
+    let errs = client_gets(n);
+    let (d1, d2) = (opened(1) - o1, opened(2) - o2);
+    let resets = errs.iter().filter(|e| e.contains("reset")).count();
+    eprintln!(
+        "  heartbeat partition: {n} connections, flows opened by lb1 {d1} and lb2 {d2} \
+         (both answered {} SYNs), {} client errors ({resets} resets)",
+        d1.min(d2),
+        errs.len()
+    );
+    assert!(
+        d1 >= n as u64 && d2 >= n as u64,
+        "both claim every bucket: {d1} {d2}"
+    );
+    in_ns(LBS[1], &["nft", "delete table inet hb"]);
+    wait_view(1, &[1, 2]);
+    wait_view(2, &[1, 2]);
+    let errs = client_gets(20);
+    assert!(errs.is_empty(), "after the partition healed: {errs:?}");
 
     // Graceful leave: lb1 takes over at once, lb2 drains and exits 0.
     let pid = lb2.child.id() as libc::pid_t;

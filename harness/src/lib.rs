@@ -19,6 +19,10 @@
 //! - [`nsnet`]: TCP probes and HTTP `GET`s from inside a node's namespace.
 //! - [`experiment`]: one experiment point as data (servers, balancer
 //!   configs, loadgen arguments) and its tables and JSON record (pure).
+//! - [`failover`]: per-fault outcome (membership change delay, first
+//!   clean timeline bin), summary and timeline CSV (pure).
+//! - [`fault`]: `--fault at=T,ACTION=NODE` and `--down NODE` as data,
+//!   checked against the topology and run length (pure).
 //! - [`run`]: `harness run` / `harness demo`: starts everything, runs the
 //!   clients, collects and writes results, always stops and tears down.
 //! - [`bench`]: `harness bench-balancer` as data: the four forwarding paths
@@ -33,6 +37,8 @@ pub mod cgroup;
 pub mod discover;
 pub mod exec;
 pub mod experiment;
+pub mod failover;
+pub mod fault;
 pub mod net;
 pub mod nsnet;
 pub mod plan;

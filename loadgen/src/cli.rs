@@ -229,10 +229,11 @@ pub struct RunArgs {
     /// arrival's actual delay is reported as issue lateness.
     #[arg(long = "pace-slack", value_name = "TIME", value_parser = parse_duration)]
     pub pace_slack: Option<Duration>,
-    /// Open loop: most connections this process keeps open at once (default 4096). An arrival
-    /// that finds this many open is not started and counts as an fd-unavail error, as in httperf
-    /// when it runs out of descriptors; a warning says how many. This keeps an overloaded server
-    /// from burying the generator (and itself) under connections that can only time out.
+    /// Open loop: most connections this process keeps open at once (default 1024, what httperf's
+    /// select() holds). An arrival that finds this many open is not started and counts as an
+    /// fd-unavail error, as in httperf when it runs out of descriptors; a warning says how many.
+    /// This keeps an overloaded server from burying the generator (and itself) under
+    /// connections that can only time out.
     #[arg(long = "max-inflight", value_name = "N")]
     pub max_inflight: Option<u64>,
     /// Seed for random arrivals (default derived from --client, like httperf).

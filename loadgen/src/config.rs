@@ -27,12 +27,15 @@ pub const DEFAULT_URL_TIMEOUT: Duration = Duration::from_secs(10);
 /// truth (see engine.rs for the measurements).
 pub const DEFAULT_PACE_SLACK: Duration = Duration::from_micros(100);
 
-/// Default `--max-inflight`: open-loop connections one process keeps open at once. httperf's
-/// select() build stops near 1 020; past a server's capacity an uncapped generator piles up
-/// tens of thousands of connections that can only time out, spends its core in the kernel and
-/// starves the server it measures (see engine.rs, "Overload"). 4 096 leaves room for long
-/// latencies below saturation (4 096 connections at 10 000 conn/s is 0.4 s each).
-pub const DEFAULT_MAX_INFLIGHT: u64 = 4096;
+/// Default `--max-inflight`: open-loop connections one process keeps open at once. Past a
+/// server's capacity an uncapped generator piles up tens of thousands of connections that can
+/// only time out, spends its core in the kernel and starves the server it measures (see
+/// engine.rs, "Overload"). 1 024 is what httperf, the paper's instrument, can hold (select():
+/// FD_SETSIZE), so both tools queue the same work on an overloaded server and their curves past
+/// saturation compare; beyond it, connections mostly wait in the server's listen queue or in SYN
+/// retransmission. Where replies are slow for other reasons (1 024 connections at 10 000 conn/s
+/// is 0.1 s each), the warning says so and `--max-inflight` raises it.
+pub const DEFAULT_MAX_INFLIGHT: u64 = 1024;
 
 /// A command line that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -49,7 +49,7 @@
 //! ~20 000 sockets piled up (the ephemeral ports), connect() spent its time searching for a
 //! free port, loadgen used 95-150 % of a core in the kernel, and the reply rate fell to ~600/s
 //! while httperf, whose select() caps it near 1 020 connections, kept ~10 000/s. Now an
-//! open-loop arrival that finds `--max-inflight` (default 4 096) connections open is not
+//! open-loop arrival that finds `--max-inflight` (default 1 024) connections open is not
 //! started: it counts as an attempted connection and an `fd-unavail` error, as in httperf when
 //! it has no descriptor, at no system-call cost. A connection that times out is closed with a
 //! reset (SO_LINGER 0), so the server drops it and its queued request instead of serving a

@@ -20,6 +20,8 @@
 //! - `series`: aligned by wall clock: input i's second k lands at merged second
 //!   `k + round((started_i - started_min) / 1 s)` and counts are summed (each count stays in the
 //!   total; its placement is exact to +-0.5 s because inputs start at arbitrary milliseconds).
+//! - `timeline`: aligned by wall clock to the 100-ms grid: input i's bin at `t_ms` lands at
+//!   `round((t_ms + started_i - started_min) / 100 ms)`; counts summed.
 //! - `reply_rate`: one input: unchanged (httperf's own samples). Several: rebuilt as the
 //!   *aggregate* reply rate of all clients: the merged series' replies summed over consecutive
 //!   5-s windows from the merged start, keeping only windows that end within the merged
@@ -146,6 +148,7 @@ pub fn merge(results: Vec<RunResult>) -> Result<RunResult, MergeError> {
     out.moments = Default::default();
     out.histograms = Default::default();
     out.series = Vec::new();
+    out.timeline = Vec::new();
     let mut bins: BTreeMap<u32, u64> = BTreeMap::new();
 
     for r in &results {
@@ -175,6 +178,7 @@ pub fn merge(results: Vec<RunResult>) -> Result<RunResult, MergeError> {
         for (k, s) in r.series.iter().enumerate() {
             out.series[shift + k].add(s);
         }
+        crate::result::add_timeline(&mut out.timeline, &r.timeline, delta_ms);
     }
     out.clients.sort_by_key(|c| c.index);
     out.lifetime_ms_bins = bins.into_iter().collect();
@@ -366,6 +370,38 @@ mod tests {
         assert_eq!(m.reply_rate.counts, vec![2, 0]);
         assert_eq!(m.reply_rate.first_window_ns, 5_000_000_000);
         assert_eq!(m.reply_rate.samples(), vec![0.4, 0.0]);
+    }
+
+    #[test]
+    fn timeline_aligned_by_wall_clock() {
+        let t0 = Instant::now();
+        let mk = |idx: u32, started: u64, conn_ms: u64, ok: bool| {
+            let mut r = Recorder::for_client(t0, idx, 2);
+            let at = t0 + Duration::from_millis(conn_ms + 5);
+            r.conn_started(t0 + Duration::from_millis(conn_ms));
+            r.conn_closed(at, Duration::from_millis(5), u32::from(ok), ok);
+            let f = RunFacts {
+                started_unix_ms: started,
+                ..facts(idx, 2)
+            };
+            r.finish(t0 + Duration::from_millis(1_000), f)
+        };
+        // Client 1 started 260 ms later: its connection at 150 ms is at 410 ms -> bin 400.
+        let m = merge(vec![
+            mk(0, 1_000_000, 150, true),
+            mk(1, 1_000_260, 150, false),
+        ])
+        .unwrap();
+        let at = |t: u64| m.timeline.iter().find(|b| b.t_ms == t).copied().unwrap();
+        assert_eq!(
+            (at(100).started, at(100).replied, at(100).errors),
+            (1, 1, 0)
+        );
+        assert_eq!(
+            (at(400).started, at(400).replied, at(400).errors),
+            (1, 0, 1)
+        );
+        assert_eq!(m.timeline.iter().map(|b| b.started).sum::<u64>(), 2);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 
 use crate::result::{
     Counts, ErrorCounts, Histograms, MomentSet, ReplyRateWindows, RunResult, SecondCounts,
-    StatusCounts, LIFETIME_BINS, RATE_INTERVAL_NS,
+    StatusCounts, TimelineBin, LIFETIME_BINS, RATE_INTERVAL_NS, TIMELINE_BIN_MS,
 };
 
 /// httperf's error classes.
@@ -172,6 +172,8 @@ pub struct Recorder {
     /// median.
     lifetime_bins: Vec<u64>,
     series: Vec<SecondCounts>,
+    /// Connections by start time, [`TIMELINE_BIN_MS`] bins (grown like `series`).
+    timeline: Vec<TimelineBin>,
     /// Replies per httperf sample window (window 0 = [0, first_sample), then 5-s windows).
     windows: Vec<u64>,
 }
@@ -209,6 +211,7 @@ impl Recorder {
             // calloc'ed: untouched pages cost no RSS.
             lifetime_bins: vec![0; LIFETIME_BINS + 1],
             series: Vec::with_capacity(SERIES_PRESIZE),
+            timeline: Vec::with_capacity(SERIES_PRESIZE * 10),
             windows: Vec::with_capacity(SERIES_PRESIZE / 5 + 2),
         }
     }
@@ -230,6 +233,21 @@ impl Recorder {
             self.series.resize(sec + 1, SecondCounts::default());
         }
         &mut self.series[sec]
+    }
+
+    /// The timeline bin of a connection that started at `started`.
+    #[inline]
+    fn timeline_bin(&mut self, started: Instant) -> &mut TimelineBin {
+        let cap = MAX_SERIES_SECS * 1000 / TIMELINE_BIN_MS;
+        let i = (self.offset_ns(started) / (TIMELINE_BIN_MS * 1_000_000)).min(cap) as usize;
+        if i >= self.timeline.len() {
+            let from = self.timeline.len();
+            self.timeline.resize(i + 1, TimelineBin::default());
+            for (k, b) in self.timeline.iter_mut().enumerate().skip(from) {
+                b.t_ms = k as u64 * TIMELINE_BIN_MS;
+            }
+        }
+        &mut self.timeline[i]
     }
 
     #[inline]
@@ -274,6 +292,9 @@ impl Recorder {
         self.counts.conns_attempted += 1;
         self.counts.conns_capped += 1;
         self.error(at, ErrorKind::FdUnavail);
+        let b = self.timeline_bin(scheduled);
+        b.started += 1;
+        b.errors += 1;
         self.counts.conns_closed += 1;
     }
 
@@ -343,8 +364,15 @@ impl Recorder {
     /// Like httperf, the "Connection time" statistics (min/avg/max/median/stddev, histogram)
     /// cover connections that completed at least one reply (`replies > 0`); `ok` is counted
     /// separately (`conns_ok`).
-    pub fn conn_closed(&mut self, _at: Instant, lifetime: Duration, replies: u32, ok: bool) {
+    pub fn conn_closed(&mut self, at: Instant, lifetime: Duration, replies: u32, ok: bool) {
         self.counts.conns_closed += 1;
+        let b = self.timeline_bin(at.checked_sub(lifetime).unwrap_or(at));
+        b.started += 1;
+        if !ok {
+            b.errors += 1;
+        } else if replies > 0 {
+            b.replied += 1;
+        }
         if ok {
             self.counts.conns_ok += 1;
         }
@@ -398,6 +426,7 @@ impl Recorder {
         for (a, b) in self.windows.iter_mut().zip(other.windows.iter()) {
             *a += *b;
         }
+        crate::result::add_timeline(&mut self.timeline, &other.timeline, 0);
     }
 
     /// Close the books at `end` (httperf "test-duration" = end - start).
@@ -452,6 +481,7 @@ impl Recorder {
             hists: self.hists,
             lifetime_bins,
             series,
+            timeline: self.timeline,
             reply_rate,
         })
     }
@@ -856,5 +886,36 @@ mod tests {
             "{w:?}"
         );
         assert!(w[0].contains("worst 25.0 ms"), "{w:?}");
+    }
+}
+
+#[cfg(test)]
+mod timeline_tests {
+    use super::testdata::golden_run;
+
+    /// Connections land in the 100-ms bin of their start: replied, or errors.
+    #[test]
+    fn golden_run_timeline() {
+        let r = golden_run();
+        let got: Vec<(u64, u64, u64, u64)> = r
+            .timeline
+            .iter()
+            .filter(|b| b.started > 0)
+            .map(|b| (b.t_ms, b.started, b.replied, b.errors))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 1, 1, 0),
+                (1000, 1, 1, 0),
+                (2000, 1, 0, 1),
+                (6000, 1, 1, 0)
+            ]
+        );
+        assert!(r
+            .timeline
+            .iter()
+            .enumerate()
+            .all(|(i, b)| b.t_ms == i as u64 * 100));
     }
 }

@@ -471,6 +471,52 @@ impl MomentSet {
     }
 }
 
+/// Width of one [`TimelineBin`], ms.
+pub const TIMELINE_BIN_MS: u64 = 100;
+
+/// Connections by start time, one [`TIMELINE_BIN_MS`] bin (what a failover
+/// is measured with: which connections, by when they started, got an
+/// answer). Merge: summed at the wall-clock-aligned bin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineBin {
+    /// Start of the bin, ms from the start of the run.
+    pub t_ms: u64,
+    /// Connections attempted (scheduled, for refused arrivals) in the bin.
+    pub started: u64,
+    /// Those that ended without error after at least one reply.
+    pub replied: u64,
+    /// Those that ended in an error.
+    pub errors: u64,
+}
+
+impl TimelineBin {
+    /// Add `o`'s counts (not its `t_ms`).
+    pub fn add(&mut self, o: &TimelineBin) {
+        self.started = self.started.saturating_add(o.started);
+        self.replied = self.replied.saturating_add(o.replied);
+        self.errors = self.errors.saturating_add(o.errors);
+    }
+}
+
+/// Adds `bins` (of a run that started `shift_ms` after the merged one) into
+/// `into`, aligned to the bin grid; `into` grows as needed (bounded by the
+/// series cap) and keeps `t_ms` consistent.
+pub fn add_timeline(into: &mut Vec<TimelineBin>, bins: &[TimelineBin], shift_ms: u64) {
+    let cap = (crate::record::MAX_SERIES_SECS * 1000 / TIMELINE_BIN_MS) as usize;
+    for b in bins {
+        let i = ((b.t_ms + shift_ms + TIMELINE_BIN_MS / 2) / TIMELINE_BIN_MS) as usize;
+        let i = i.min(cap);
+        if i >= into.len() {
+            let from = into.len();
+            into.resize(i + 1, TimelineBin::default());
+            for (k, x) in into.iter_mut().enumerate().skip(from) {
+                x.t_ms = k as u64 * TIMELINE_BIN_MS;
+            }
+        }
+        into[i].add(b);
+    }
+}
+
 /// Counts of one second of the run. Merge: summed at the wall-clock-aligned index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecondCounts {
@@ -727,6 +773,10 @@ pub struct RunResult {
     pub lifetime_ms_bins: Vec<(u32, u64)>,
     /// Per-second counts; element i covers `[started + i s, started + (i+1) s)`.
     pub series: Vec<SecondCounts>,
+    /// Connections by start time in [`TIMELINE_BIN_MS`] bins (empty in
+    /// results of older versions).
+    #[serde(default)]
+    pub timeline: Vec<TimelineBin>,
     /// httperf reply-rate sample windows.
     pub reply_rate: ReplyRateWindows,
     /// HDR histograms (microseconds), exact to merge.
@@ -746,6 +796,7 @@ pub(crate) struct Parts {
     pub hists: Histograms,
     pub lifetime_bins: Vec<(u32, u64)>,
     pub series: Vec<SecondCounts>,
+    pub timeline: Vec<TimelineBin>,
     pub reply_rate: ReplyRateWindows,
 }
 
@@ -785,6 +836,7 @@ impl RunResult {
             moments: p.moments,
             lifetime_ms_bins: p.lifetime_bins,
             series: p.series,
+            timeline: p.timeline,
             reply_rate: p.reply_rate,
             histograms: p.hists,
             summary: Summary::default(),

@@ -1,0 +1,193 @@
+//! What a run with faults shows (pure): per fault, when every surviving
+//! balancer's membership changed (from their `/membership` change history)
+//! and from when on every new connection succeeded (from the clients'
+//! 100-ms timeline by connection start), plus the summary lines and the
+//! timeline CSV.
+
+use std::fmt::Write as _;
+
+use balancer::membership::Change;
+use loadgen::result::TimelineBin;
+use serde::{Deserialize, Serialize};
+
+use crate::fault::FaultRecord;
+
+/// What one fault led to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultOutcome {
+    /// The fault.
+    pub fault: FaultRecord,
+    /// Ms from the fault until the last balancer that reacted changed its
+    /// membership view (`None`: no balancer recorded a change after it).
+    pub membership_changed_after_ms: Option<u64>,
+    /// Which balancers changed, with their delay in ms.
+    pub changed: Vec<(String, u64)>,
+    /// Start of the first bin (ms from the load start) from which on no
+    /// connection failed until the next fault (`None`: errors until then).
+    pub clean_from_ms: Option<u64>,
+    /// Connections that started before `clean_from_ms` (after the fault) and failed.
+    pub errors_after_fault: u64,
+}
+
+/// Analyses each fault: `faults` in time order, their wall times
+/// (`fault_unix_ms`, same order), the load start (`load_start_unix_ms`),
+/// the merged timeline, and each balancer's (node, change history).
+pub fn analyse(
+    faults: &[FaultRecord],
+    fault_unix_ms: &[u64],
+    load_start_unix_ms: u64,
+    timeline: &[TimelineBin],
+    changes: &[(String, Vec<Change>)],
+) -> Vec<FaultOutcome> {
+    faults
+        .iter()
+        .zip(fault_unix_ms)
+        .enumerate()
+        .map(|(i, (f, &at))| {
+            let next_at = fault_unix_ms.get(i + 1).copied().unwrap_or(u64::MAX);
+            let changed: Vec<(String, u64)> = changes
+                .iter()
+                .filter(|(node, _)| *node != f.node)
+                .filter_map(|(node, ch)| {
+                    ch.iter()
+                        .map(|c| c.at_unix_ms)
+                        .find(|&t| t >= at && t < next_at)
+                        .map(|t| (node.clone(), t - at))
+                })
+                .collect();
+            let from_ms = at.saturating_sub(load_start_unix_ms);
+            let until_ms = next_at.saturating_sub(load_start_unix_ms);
+            let window: Vec<&TimelineBin> = timeline
+                .iter()
+                .filter(|b| b.t_ms + 100 > from_ms && b.t_ms < until_ms)
+                .collect();
+            let last_bad = window.iter().rposition(|b| b.errors > 0);
+            let clean_from_ms = match last_bad {
+                None => window.first().map(|b| b.t_ms),
+                Some(k) => window.get(k + 1).map(|b| b.t_ms),
+            };
+            let errors_after_fault =
+                last_bad.map_or(0, |k| window[..=k].iter().map(|b| b.errors).sum());
+            FaultOutcome {
+                fault: f.clone(),
+                membership_changed_after_ms: changed.iter().map(|c| c.1).max(),
+                changed,
+                clean_from_ms,
+                errors_after_fault,
+            }
+        })
+        .collect()
+}
+
+/// The summary printed after a run with faults.
+pub fn summary(outcomes: &[FaultOutcome]) -> String {
+    let mut o = String::from("Faults:\n");
+    for x in outcomes {
+        let f = &x.fault;
+        let _ = write!(o, "  at {:>6} ms  {:<17} {:<10}", f.at_ms, f.action, f.node);
+        match x.membership_changed_after_ms {
+            Some(ms) => {
+                let who: Vec<String> = x
+                    .changed
+                    .iter()
+                    .map(|(n, d)| format!("{n} {d} ms"))
+                    .collect();
+                let _ = write!(o, " membership changed after {ms} ms ({})", who.join(", "));
+            }
+            None => o.push_str(" no membership change"),
+        }
+        match x.clean_from_ms {
+            Some(t) => {
+                let _ = writeln!(
+                    o,
+                    "; every connection starting from {t} ms succeeded ({} failed before)",
+                    x.errors_after_fault
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "; connections kept failing until the next fault or the end"
+                );
+            }
+        }
+    }
+    o
+}
+
+/// The timeline as CSV (`t_ms,started,replied,errors`).
+pub fn timeline_csv(timeline: &[TimelineBin]) -> String {
+    let mut o = String::from("t_ms,started,replied,errors\n");
+    for b in timeline {
+        let _ = writeln!(o, "{},{},{},{}", b.t_ms, b.started, b.replied, b.errors);
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use balancer::membership::Cause;
+
+    fn bins(errors: &[u64]) -> Vec<TimelineBin> {
+        errors
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| TimelineBin {
+                t_ms: i as u64 * 100,
+                started: 10,
+                replied: 10 - e,
+                errors: e,
+            })
+            .collect()
+    }
+
+    fn change(at: u64) -> Change {
+        Change {
+            at_unix_ms: at,
+            cause: Cause::PeerDead,
+            node: 2,
+            view: vec![1],
+        }
+    }
+
+    #[test]
+    fn kill_outcome() {
+        // Load from 1_000_000; lb2 killed at +400 ms; lb1 changes 270 ms later;
+        // errors in the bins of 300-600 ms, clean from 700 ms.
+        let f = FaultRecord {
+            at_ms: 400,
+            action: "kill".into(),
+            node: "lb2".into(),
+        };
+        let changes = vec![
+            ("lb1".to_string(), vec![change(999_000), change(1_000_670)]),
+            ("lb2".to_string(), vec![change(999_100)]),
+        ];
+        let tl = bins(&[0, 0, 0, 2, 3, 1, 1, 0, 0, 0]);
+        let out = analyse(&[f], &[1_000_400], 1_000_000, &tl, &changes);
+        assert_eq!(out[0].membership_changed_after_ms, Some(270));
+        assert_eq!(out[0].changed, vec![("lb1".to_string(), 270)]);
+        assert_eq!(out[0].clean_from_ms, Some(700));
+        // The 2 errors of the 300-ms bin started before the fault.
+        assert_eq!(out[0].errors_after_fault, 5);
+        let s = summary(&out);
+        assert!(s.contains("membership changed after 270 ms (lb1 270 ms); every connection starting from 700 ms succeeded (5 failed before)"), "{s}");
+        assert!(
+            timeline_csv(&tl).starts_with("t_ms,started,replied,errors\n0,10,10,0\n100,10,10,0\n")
+        );
+    }
+
+    #[test]
+    fn errors_to_the_end() {
+        let f = FaultRecord {
+            at_ms: 0,
+            action: "kill".into(),
+            node: "rs1".into(),
+        };
+        let out = analyse(&[f], &[5_000], 5_000, &bins(&[1, 1]), &[]);
+        assert_eq!(out[0].clean_from_ms, None);
+        assert_eq!(out[0].membership_changed_after_ms, None);
+        assert!(summary(&out).contains("kept failing"));
+    }
+}
