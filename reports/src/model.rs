@@ -542,6 +542,7 @@ mod tests {
             moments: Default::default(),
             lifetime_ms_bins: Vec::new(),
             series: Vec::new(),
+            timeline: Vec::new(),
             reply_rate: Default::default(),
             histograms: Default::default(),
             summary: Default::default(),
