@@ -1814,21 +1814,25 @@ mod tests {
         );
         assert_eq!((&f[0..6], &f[6..12]), (&ROUTER_MAC.0[..], &FRONT_MAC.0[..]));
 
+        // A router's error to the VIP about our reply to client port `port`.
+        let to_vip = |kind: u8, port: u16, quote: usize| {
+            let q = tcp_frame(&FrameSpec {
+                src_ip: VIP,
+                src_port: 80,
+                dst_ip: cl,
+                dst_port: port,
+                ..Default::default()
+            });
+            build_error(
+                to_lb,
+                (router, VIP),
+                (kind, FRAG_NEEDED, 1400),
+                &q[14..],
+                quote,
+            )
+        };
         // The local flow's error goes to the local stack unchanged.
-        let local_reply = tcp_frame(&FrameSpec {
-            src_ip: VIP,
-            src_port: 80,
-            dst_ip: cl,
-            dst_port: 5000,
-            ..Default::default()
-        });
-        let mut f = build_error(
-            to_lb,
-            (router, VIP),
-            (DEST_UNREACH, FRAG_NEEDED, 1400),
-            &local_reply[14..],
-            28,
-        );
+        let mut f = to_vip(DEST_UNREACH, 5000, 28);
         let orig = f.clone();
         assert_eq!(
             b.handle_front(T0, &mut f),
@@ -1841,36 +1845,17 @@ mod tests {
         assert_eq!(b.snapshot().icmp_forwarded, 3);
 
         // Unknown flow, unsupported type, malformed: counted drops.
-        let other = tcp_frame(&FrameSpec {
-            src_ip: VIP,
-            src_port: 80,
-            dst_ip: cl,
-            dst_port: 6000,
-            ..Default::default()
-        });
-        let mut f = build_error(
-            to_lb,
-            (router, VIP),
-            (DEST_UNREACH, FRAG_NEEDED, 1400),
-            &other[14..],
-            28,
-        );
+        let mut f = to_vip(DEST_UNREACH, 6000, 28);
         assert_eq!(
             b.handle_front(T0, &mut f),
             Action::Drop(DropReason::IcmpNoConnection)
         );
-        let mut f = build_error(to_lb, (router, VIP), (8, 0, 0), &other[14..], 28);
+        let mut f = to_vip(8, 6000, 28);
         assert_eq!(
             b.handle_front(T0, &mut f),
             Action::Drop(DropReason::IcmpUnsupported)
         );
-        let mut f = build_error(
-            to_lb,
-            (router, VIP),
-            (DEST_UNREACH, FRAG_NEEDED, 1400),
-            &other[14..],
-            20,
-        );
+        let mut f = to_vip(DEST_UNREACH, 6000, 20);
         assert_eq!(
             b.handle_front(T0, &mut f),
             Action::Drop(DropReason::IcmpMalformed)
