@@ -72,7 +72,7 @@ fn addr(b: &[u8], at: usize) -> Ipv4Addr {
 /// Validates the ICMP message of an IPv4 packet (already checked by the
 /// caller: header checksum, no fragment, no options, protocol ICMP).
 /// `IcmpMalformed`: too short, bad ICMP checksum, or a quote that is not a
-/// plain IPv4 header; `IcmpUnsupported`: another ICMP type, or a quote of
+/// plain IPv4 header with a valid checksum; `IcmpUnsupported`: another ICMP type, or a quote of
 /// something other than TCP.
 pub fn parse(ip: &Ipv4Packet<&[u8]>) -> Result<IcmpError, DropReason> {
     let m = ip.payload();
@@ -91,8 +91,10 @@ pub fn parse(ip: &Ipv4Packet<&[u8]>) -> Result<IcmpError, DropReason> {
         return Err(DropReason::IcmpUnsupported);
     }
     let q = &m[ICMP_HEADER_LEN..];
-    if q[0] != 0x45 {
-        // Not IPv4, or a quoted header with options (we never send those).
+    if q[0] != 0x45 || internet_checksum(&q[..IPV4_MIN_HEADER_LEN]) != 0 {
+        // Not IPv4, a quoted header with options (we never send those), or
+        // one whose checksum is wrong (a router quotes what it received,
+        // which had a valid header, so this one was damaged or forged).
         return Err(DropReason::IcmpMalformed);
     }
     if q[9] != IPPROTO_TCP {
@@ -302,6 +304,18 @@ mod tests {
         let mut bad = f.clone();
         bad[14 + 20 + 8 + 24] ^= 1;
         let ip = Ipv4Packet::new_checked(&bad[14..]).unwrap();
+        assert_eq!(parse(&ip), Err(DropReason::IcmpMalformed));
+        // A quoted header with a bad checksum, under a valid ICMP checksum.
+        let mut q2 = q.clone();
+        q2[8] ^= 0x10; // TTL changed, header checksum not updated
+        let f2 = build_error(
+            M,
+            (router, *vip.ip()),
+            (DEST_UNREACH, FRAG_NEEDED, 1400),
+            &q2,
+            28,
+        );
+        let ip = Ipv4Packet::new_checked(&f2[14..]).unwrap();
         assert_eq!(parse(&ip), Err(DropReason::IcmpMalformed));
     }
 
