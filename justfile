@@ -50,6 +50,27 @@ run *ARGS: deps build
 bench-balancer *ARGS: deps build
     ./target/release/harness bench-balancer {{ARGS}}
 
+# The paper's Table I matrix with rate sweeps, Figures 4-7, REPORT.md (root). ARGS: --quick, --configs, --rates, --repeat, --duration, --generator, --out-dir, --resume.
+reproduce *ARGS: deps build
+    ./target/release/harness reproduce {{ARGS}}
+
+# CI performance gate: `reproduce --quick`, then `reports compare` with reports/baseline/ (default --error-floor 5; root). Exit 0 ok, 1 regression, 2 bad input.
+perf-gate *ARGS: deps build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out="$(mktemp -d /tmp/perf-gate.XXXXXX)/quick"
+    ./target/release/harness reproduce --quick --out-dir "$out"
+    ./target/release/reports compare reports/baseline "$out" {{ if ARGS == "" { "--error-floor 5" } else { ARGS } }}
+
+# Refresh the perf gate's baseline (reports/baseline/) on this machine: `reproduce --quick`, committed slim (root).
+perf-baseline: deps build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out="$(mktemp -d /tmp/perf-baseline.XXXXXX)/quick"
+    ./target/release/harness reproduce --quick --out-dir "$out"
+    rm -rf reports/baseline
+    scripts/slim-results "$out" reports/baseline
+
 # Remove every namespace, link and cgroup of the testbed (also after a crash).
 down:
     cargo build --release -p harness

@@ -266,4 +266,54 @@ mod tests {
         assert!(t.contains("rx_errors"), "{t}");
         assert!(t.contains("unresolved: real[0] 10.1.0.2"), "{t}");
     }
+
+    #[test]
+    fn membership_and_health_lines() {
+        use crate::health::Health;
+        use crate::heartbeat::Key;
+        use crate::membership::{Node, Timing};
+        use crate::ownership::Member;
+        use std::time::Duration;
+        let mut d = doc();
+        let members = [Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }];
+        let timing = Timing {
+            interval: Duration::from_millis(100),
+            dead_after: 3,
+        };
+        let key = Key::new(b"status-test-cluster-key").unwrap();
+        let mut n = Node::new(
+            1,
+            "10.0.0.1:80".parse().unwrap(),
+            &members,
+            timing,
+            key,
+            Duration::ZERO,
+            1_000,
+        );
+        let _ = n.tick(Duration::from_millis(300), 1_300);
+        let _ = n.receive(Duration::from_millis(300), 1_300, b"garbage");
+        d.membership = Some(n.doc(Duration::from_millis(400), 4096));
+        let mut h = Health::new(
+            &[("real0".into(), "10.1.0.2:80".into())],
+            2,
+            1,
+            Duration::ZERO,
+        );
+        h.record(
+            0,
+            Duration::from_millis(200),
+            Err("connect: refused".into()),
+        );
+        d.health = Some(h.doc(Duration::from_millis(700)));
+        let back: StatusDoc = serde_json::from_str(&d.to_json()).unwrap();
+        assert_eq!(back, d);
+        let t = format_status(&back);
+        assert!(
+            t.contains("Membership: node 1 Active, epoch 1000, view [1], 4096 buckets owned here"),
+            "{t}"
+        );
+        assert!(t.contains("  member 2    weight 1   unheard"), "{t}");
+        assert!(t.contains("refused: malformed 1"), "{t}");
+        assert!(t.contains("real0    10.1.0.2:80           DOWN for     500 ms, 1 checks, 1 failed (last: connect: refused)"), "{t}");
+    }
 }

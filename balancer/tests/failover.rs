@@ -32,13 +32,20 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use balancer::membership::{Cause, MembershipDoc};
-use common::{have_root, http_get, in_ns, sh, with_ns, Proc};
+use common::{drop_vip_on_front, have_root, http_get, in_ns, sh, with_ns, Proc};
 
 const SW: &str = "bal-fsw";
 const CLI: &str = "bal-fcli";
 const LBS: [&str; 2] = ["bal-flb1", "bal-flb2"];
 const VIP: &str = "198.19.9.100";
 const VIP_MAC: &str = "01:00:5e:13:09:64";
+
+/// The tests of this file share namespace names: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn wall_ms() -> u64 {
     SystemTime::now()
@@ -160,27 +167,7 @@ impl Topology {
                     &["sysctl", "-qw", &format!("net.ipv4.conf.{dev}.rp_filter=0")],
                 );
             }
-            // The kernel must not take the VIP's frames from front itself.
-            in_ns(ns, &["nft", "add", "table", "ip", "bal"]);
-            in_ns(
-                ns,
-                &[
-                    "nft",
-                    "add",
-                    "chain",
-                    "ip",
-                    "bal",
-                    "pre",
-                    "{ type filter hook prerouting priority -300; }",
-                ],
-            );
-            in_ns(
-                ns,
-                &[
-                    "nft", "add", "rule", "ip", "bal", "pre", "iifname", "front", "ip", "daddr",
-                    VIP, "drop",
-                ],
-            );
+            drop_vip_on_front(ns, VIP);
         }
         t
     }
@@ -285,48 +272,296 @@ fn client_gets(k: usize) -> Vec<String> {
     })
 }
 
+/// Runs loadgen in the client namespace (open loop, `rate` conn/s for
+/// `secs`), calling `during` after `at_s` seconds; returns its JSON result.
+fn load(
+    bin_dir: &std::path::Path,
+    rate: u32,
+    secs: u32,
+    at_s: f64,
+    during: impl FnOnce(),
+) -> serde_json::Value {
+    load_with(bin_dir, &["--rate", &rate.to_string()], secs, at_s, during)
+}
+
+/// [`load`] with other loadgen options (e.g. closed loop).
+fn load_with(
+    bin_dir: &std::path::Path,
+    opts: &[&str],
+    secs: u32,
+    at_s: f64,
+    during: impl FnOnce(),
+) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let lg = bin_dir.join("loadgen");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", CLI])
+        .arg(&lg)
+        .args([
+            &format!("http://{VIP}:80/"),
+            "--duration",
+            &format!("{secs}s"),
+            "--timeout",
+            "3",
+            "--no-progress",
+            "--json",
+        ])
+        .arg(&json)
+        .args(opts)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", lg.display()));
+    std::thread::sleep(Duration::from_secs_f64(at_s));
+    during();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "loadgen {st:?}");
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+/// Everything a test needs: binaries, the cluster key file, the topology
+/// and a local server in each LB namespace (dropped in reverse order).
+struct Setup {
+    bin: &'static str,
+    dir: PathBuf,
+    rsbin: String,
+    key: String,
+    locals: Vec<Proc>,
+    _topo: Topology,
+    _keydir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let bin = env!("CARGO_BIN_EXE_balancer");
+        let dir = PathBuf::from(bin).parent().unwrap().to_path_buf();
+        for b in ["realserver", "loadgen"] {
+            assert!(
+                dir.join(b).exists(),
+                "{b} is missing: `cargo build --workspace` (done by `just test`)"
+            );
+        }
+        let rsbin = dir.join("realserver").to_str().unwrap().to_string();
+        let keydir = tempfile::tempdir().unwrap();
+        let keyfile = keydir.path().join("cluster.key");
+        std::fs::write(&keyfile, "failover-test-cluster-key-0123456789\n").unwrap();
+        let topo = Topology::up();
+        let mut s = Setup {
+            bin,
+            dir,
+            rsbin,
+            key: keyfile.to_str().unwrap().to_string(),
+            locals: Vec::new(),
+            _topo: topo,
+            _keydir: keydir,
+        };
+        for n in 1..=2 {
+            let p = s.local(n);
+            s.locals.push(p);
+        }
+        s
+    }
+
+    /// Starts balancer `n`'s local server (VIP and front address, port 80).
+    fn local(&self, n: usize) -> Proc {
+        Proc::start(
+            LBS[n - 1],
+            &[
+                &self.rsbin,
+                "--listen",
+                &format!("{VIP}:80"),
+                "--listen",
+                &format!("198.19.8.{n}:80"),
+                "--threads",
+                "1",
+            ],
+            "listening",
+        )
+    }
+
+    fn balancer(&self, n: usize) -> Proc {
+        start_balancer(self.bin, n, &self.key)
+    }
+}
+
+/// Open-loop load while lb2 is killed: the flows lb1 and lb2 open add up to
+/// the connections the client made (no SYN answered twice), and every
+/// connection starting 1.5 s after the kill succeeds (the timeline by
+/// connection start says which failed).
+#[test]
+fn kill_under_load() {
+    if !have_root("kill_under_load") {
+        return;
+    }
+    let _serial = serial();
+    let mut setup = Setup::new();
+    let dir = setup.dir.clone();
+    let _lb1 = setup.balancer(1);
+    let lb2 = setup.balancer(2);
+    wait_view(1, &[1, 2]);
+    wait_view(2, &[1, 2]);
+
+    // No fault: every connection opened exactly once, by one balancer.
+    let (o1, o2) = (opened(1), opened(2));
+    let r = load(&dir, 200, 2, 0.0, || {});
+    let attempted = r["counts"]["conns_attempted"].as_u64().unwrap();
+    let (d1, d2) = (opened(1) - o1, opened(2) - o2);
+    eprintln!("  no fault: {attempted} connections, flows opened lb1 {d1} + lb2 {d2}");
+    assert_eq!(d1 + d2, attempted, "a SYN answered twice or not at all");
+    assert!(d1 > 0 && d2 > 0);
+    assert_eq!(
+        r["errors"]["total"].as_u64().unwrap_or(0),
+        0,
+        "{}",
+        r["errors"]
+    );
+
+    // SIGKILL lb2 2 s into a 6 s run at 200 conn/s.
+    let pid = lb2.child.id() as libc::pid_t;
+    let mut killed_at = 0;
+    let r = load(&dir, 200, 6, 2.0, || {
+        killed_at = wall_ms();
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    });
+    drop(lb2);
+    let kill_ms = killed_at - r["started_unix_ms"].as_u64().unwrap();
+    let bins = r["timeline"].as_array().unwrap();
+    let mut failed_before = 0;
+    for b in bins {
+        let (t, e) = (b["t_ms"].as_u64().unwrap(), b["errors"].as_u64().unwrap());
+        if e > 0 {
+            eprintln!("  bin {t} ms: {} started, {e} failed", b["started"]);
+        }
+        if t + 100 <= kill_ms.saturating_sub(3000) {
+            assert_eq!(e, 0, "errors before the kill at {kill_ms} ms, bin {t}");
+        }
+        if t >= kill_ms + 1500 {
+            assert_eq!(e, 0, "bin {t} ms (kill at {kill_ms} ms) has failures");
+        }
+        failed_before += e;
+    }
+    eprintln!(
+        "  kill at {kill_ms} ms under 200 conn/s: {} connections, {failed_before} failed, none starting 1.5 s or more after the kill",
+        r["counts"]["conns_attempted"]
+    );
+
+    // Graceful stop (SIGTERM) under load: no connection fails at all.
+    let mut lb2 = setup.balancer(2);
+    wait_view(1, &[1, 2]);
+    let pid = lb2.child.id() as libc::pid_t;
+    let r = load(&dir, 200, 4, 1.5, || {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    });
+    let errors: u64 = r["errors"]
+        .as_object()
+        .map_or(0, |o| o.values().filter_map(|v| v.as_u64()).sum());
+    eprintln!(
+        "  SIGTERM at 1.5 s under 200 conn/s: {} connections, {errors} failed",
+        r["counts"]["conns_attempted"]
+    );
+    assert_eq!(errors, 0, "{}", r["errors"]);
+    assert!(lb2.child.wait().unwrap().success());
+
+    // lb2's only target (its local server) dies 1 s into an 8 s run and
+    // comes back at 4 s: failures only in the 2 s after the kill.
+    let _lb2 = setup.balancer(2);
+    wait_view(1, &[1, 2]);
+    let local2 = setup.locals.pop();
+    let t0 = wall_ms();
+    let mut restart = None;
+    let r = load(&dir, 200, 8, 1.0, || {
+        drop(local2);
+        let down_ms = wall_ms() - t0;
+        std::thread::sleep(Duration::from_millis(3000));
+        restart = Some((down_ms, wall_ms() - t0, setup.local(2)));
+    });
+    let (down_ms, up_ms, _local2) = restart.unwrap();
+    let shift = r["started_unix_ms"].as_u64().unwrap().saturating_sub(t0);
+    let (down_ms, up_ms) = (down_ms.saturating_sub(shift), up_ms.saturating_sub(shift));
+    let mut failed = 0;
+    for b in r["timeline"].as_array().unwrap() {
+        let (t, e) = (b["t_ms"].as_u64().unwrap(), b["errors"].as_u64().unwrap());
+        failed += e;
+        if e > 0 {
+            eprintln!("  bin {t} ms: {} started, {e} failed", b["started"]);
+        }
+        let quiet =
+            (t + 100 <= down_ms) || (t >= down_ms + 2000 && t + 100 <= up_ms) || t >= up_ms + 2000;
+        if quiet {
+            assert_eq!(
+                e, 0,
+                "bin {t} ms (target down at {down_ms} ms, back at {up_ms} ms)"
+            );
+        }
+    }
+    eprintln!(
+        "  target down at {down_ms} ms, back at {up_ms} ms under 200 conn/s: {} connections, {failed} failed, none 2 s or more after either",
+        r["counts"]["conns_attempted"]
+    );
+    wait_view(1, &[1, 2]);
+}
+
+/// Closed-loop keep-alive load (24 connections of 200 calls each) while lb2
+/// joins: flows established on lb1 stay there (none reset or answered
+/// twice), and lb2 serves the connections opened after it joined.
+#[test]
+fn join_under_keepalive_load() {
+    if !have_root("join_under_keepalive_load") {
+        return;
+    }
+    let _serial = serial();
+    let setup = Setup::new();
+    let dir = setup.dir.clone();
+    let _lb1 = setup.balancer(1);
+    wait_view(1, &[1]);
+    let before2 = served(2);
+    let mut lb2 = None;
+    let r = load_with(
+        &dir,
+        &["--concurrency", "24", "--num-calls", "200"],
+        6,
+        2.0,
+        || {
+            lb2 = Some(setup.balancer(2));
+        },
+    );
+    let m = membership(1);
+    assert_eq!(m.view, [1, 2], "{m:?}");
+    // Busy packet threads still announce in time: nobody was declared dead.
+    assert!(
+        !m.changes.iter().any(|c| c.cause == Cause::PeerDead),
+        "false death under load: {m:?}"
+    );
+    let errors: u64 = r["errors"]
+        .as_object()
+        .map_or(0, |o| o.values().filter_map(|v| v.as_u64()).sum());
+    let (conns, replies) = (
+        r["counts"]["conns_attempted"].as_u64().unwrap(),
+        r["counts"]["replies_received"].as_u64().unwrap(),
+    );
+    let served2 = served(2) - before2;
+    eprintln!("  join under keep-alive load: {conns} connections, {replies} replies, {errors} errors; lb2 served {served2} requests after joining");
+    assert_eq!(errors, 0, "{}", r["errors"]);
+    assert!(served2 > 0, "lb2 serves connections opened after it joined");
+    drop(lb2);
+}
+
 #[test]
 fn survivor_takes_over_and_joiner_rejoins() {
     if !have_root("survivor_takes_over_and_joiner_rejoins") {
         return;
     }
-    let bin = env!("CARGO_BIN_EXE_balancer");
-    let realserver: PathBuf = PathBuf::from(bin).with_file_name("realserver");
-    assert!(
-        realserver.exists(),
-        "{} is missing: build it first (`cargo build -p realserver`, done by `just test`)",
-        realserver.display()
-    );
-    let rsbin = realserver.to_str().unwrap();
+    let _serial = serial();
+    let mut setup = Setup::new();
+    let bin = setup.bin;
     let kills: usize = std::env::var("FAILOVER_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let dir = tempfile::tempdir().unwrap();
-    let keyfile = dir.path().join("cluster.key");
-    std::fs::write(&keyfile, "failover-test-cluster-key-0123456789\n").unwrap();
-    let key = keyfile.to_str().unwrap();
-
-    let _topo = Topology::up();
-    let mut locals = Vec::new();
-    for (i, ns) in LBS.iter().enumerate() {
-        let front = format!("198.19.8.{}:80", i + 1);
-        locals.push(Proc::start(
-            ns,
-            &[
-                rsbin,
-                "--listen",
-                &format!("{VIP}:80"),
-                "--listen",
-                &front,
-                "--threads",
-                "1",
-            ],
-            "listening",
-        ));
-    }
-    let _lb1 = start_balancer(bin, 1, key);
-    let mut lb2 = start_balancer(bin, 2, key);
+    let _lb1 = setup.balancer(1);
+    let mut lb2 = setup.balancer(2);
     wait_view(1, &[1, 2]);
     wait_view(2, &[1, 2]);
 
@@ -355,7 +590,7 @@ fn survivor_takes_over_and_joiner_rejoins() {
         let errs = client_gets(20);
         assert!(errs.is_empty(), "after the kill: {errs:?}");
         assert_eq!(m.owned_buckets, 4096);
-        lb2 = start_balancer(bin, 2, key);
+        lb2 = setup.balancer(2);
         wait_view(1, &[1, 2]);
         let before = served(2);
         let errs = client_gets(40);
@@ -379,7 +614,7 @@ fn survivor_takes_over_and_joiner_rejoins() {
     }
 
     // lb2's only target dies: down within 1 s, lb2 withdraws, lb1 serves alone.
-    let local2 = locals.pop().unwrap();
+    let local2 = setup.locals.pop().unwrap();
     let down_at = Instant::now();
     drop(local2);
     wait_view(1, &[1]);
@@ -393,19 +628,8 @@ fn survivor_takes_over_and_joiner_rejoins() {
     assert!(took < Duration::from_millis(1500), "{took:?}");
     let errs = client_gets(20);
     assert!(errs.is_empty(), "with lb2 withdrawn: {errs:?}");
-    locals.push(Proc::start(
-        LBS[1],
-        &[
-            rsbin,
-            "--listen",
-            &format!("{VIP}:80"),
-            "--listen",
-            "198.19.8.2:80",
-            "--threads",
-            "1",
-        ],
-        "listening",
-    ));
+    let local2 = setup.local(2);
+    setup.locals.push(local2);
     wait_view(1, &[1, 2]);
     wait_view(2, &[1, 2]);
 
@@ -485,21 +709,10 @@ fn survivor_takes_over_and_joiner_rejoins() {
     );
     let errs = client_gets(20);
     assert!(errs.is_empty(), "after the leave: {errs:?}");
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = lb2.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "lb2 did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = lb2.wait_exit(Duration::from_secs(5), "lb2 did not exit after draining");
     assert!(status.success(), "{status:?}\n{}", lb2.log());
     assert!(lb2.log().contains("balancer: leaving"), "{}", lb2.log());
     // No heartbeat was refused in a cluster that shares one key.
     let m = membership(1);
     assert!(m.counters.rejected.values().all(|v| *v == 0), "{m:?}");
-    drop(locals);
 }

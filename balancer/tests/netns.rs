@@ -25,7 +25,7 @@ mod common;
 use balancer::status::StatusDoc;
 use balancer::wire::build::{tcp_frame, FrameSpec};
 use balancer::wire::{Ipv4Packet, MacAddr, TcpFlags};
-use common::{have_root, http_get, in_ns, sh, with_ns, Proc};
+use common::{drop_vip_on_front, have_root, http_get, in_ns, sh, with_ns, Proc};
 
 const CLI: &str = "bal-tcli";
 const LB: &str = "bal-tlb";
@@ -129,26 +129,7 @@ impl Topology {
         }
         in_ns(LB, &["sysctl", "-qw", "net.ipv4.conf.vip0.rp_filter=0"]);
         in_ns(CLI, &["sysctl", "-qw", "net.ipv4.conf.clidr.rp_filter=0"]);
-        in_ns(LB, &["nft", "add", "table", "ip", "bal"]);
-        in_ns(
-            LB,
-            &[
-                "nft",
-                "add",
-                "chain",
-                "ip",
-                "bal",
-                "pre",
-                "{ type filter hook prerouting priority -300; }",
-            ],
-        );
-        in_ns(
-            LB,
-            &[
-                "nft", "add", "rule", "ip", "bal", "pre", "iifname", "front", "ip", "daddr", VIP,
-                "drop",
-            ],
-        );
+        drop_vip_on_front(LB, VIP);
         // RS: ready for DR too (VIP on lo, no ARP for it).
         sh(&[
             "ip",
@@ -262,17 +243,7 @@ fn start_balancer(bin: &str, extra: &[&str]) -> Proc {
 
 fn stop(mut p: Proc) -> String {
     sh(&["kill", "-TERM", &p.child.id().to_string()]);
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "balancer ignored SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = p.wait_exit(Duration::from_secs(5), "balancer ignored SIGTERM");
     std::thread::sleep(Duration::from_millis(50));
     assert!(
         status.success(),

@@ -24,17 +24,19 @@ use crate::bench::{
     BenchRecord, BenchSpec, Layout, LoadFigures, NsCmd, Sample, Snapshot, Target, BENCH_PROFILE,
     BENCH_SCHEMA, BENCH_TOPOLOGY,
 };
-use crate::experiment::{run_dir_name, Method, RunSpec, Stop, SERVICE_PORT};
+use crate::experiment::{
+    run_dir_name, BalancerPlan, Method, RunSpec, ServerPlan, Stop, SERVICE_PORT,
+};
 use crate::nsnet::{http_get, tcp_probe};
 use crate::plan::netns_name;
 use crate::profile::Profile;
 use crate::run::{
-    bring_up_testbed, check_interrupt, describe_exit, io_err, progress, spawn_logged, unix_ms,
-    versions, wait_clients, wait_ready, Binaries, Procs, RunError, BALANCER_READY_LINE,
-    BALANCER_READY_TIMEOUT, FETCH_TIMEOUT, SERVER_READY_TIMEOUT,
+    balancer_stats, make_run_dir, progress, run_loadgens, server_stats, start_balancers,
+    start_servers, unix_ms, versions, with_testbed, write_json, Binaries, RunError, Site,
+    TestbedUse, FETCH_TIMEOUT, SERVER_READY_TIMEOUT,
 };
-use crate::signal;
-use crate::testbed::{self, Testbed};
+use crate::supervise::{check_interrupt, describe_exit, io_err, spawn_logged, wait_ready, Procs};
+use crate::testbed::Testbed;
 use crate::topology::Topology;
 
 /// How long the path may take to carry a first request after a switch.
@@ -95,22 +97,18 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchRecord, RunError> {
             detail: "install HAProxy (Debian: apt-get install haproxy) or leave `haproxy` out of --targets".into(),
         });
     }
-    let flag = signal::catch_interrupts();
-    let mut result = bring_up_testbed(&topology, &profile, &opts.state_dir, opts.verbose, flag)
-        .and_then(|tb| {
-            let mut ctx = Ctx::new(&tb, &bins, opts, &topology, &profile, layout, flag)?;
-            ctx.haproxy_version = haproxy_version;
-            ctx.bench()
-        });
-    if result.is_err() && signal::interrupted() {
-        result = Err(RunError::Interrupted);
-    }
-    match testbed::down(&opts.state_dir, opts.verbose) {
-        Ok(_) => progress("testbed torn down"),
-        Err(e) if result.is_ok() => return Err(e.into()),
-        Err(e) => progress(format!("teardown after the failure also failed: {e}")),
-    }
-    result
+    let u = TestbedUse {
+        topology: &topology,
+        profile: &profile,
+        state_dir: &opts.state_dir,
+        verbose: opts.verbose,
+        keep_up: false,
+    };
+    with_testbed(&u, |tb, flag| {
+        let mut ctx = Ctx::new(tb, &bins, opts, &topology, &profile, layout, flag)?;
+        ctx.haproxy_version = haproxy_version;
+        ctx.bench()
+    })
 }
 
 fn first_line(c: &mut Command) -> Option<String> {
@@ -136,10 +134,9 @@ struct Ctx<'a> {
     nft_file: PathBuf,
     haproxy_file: PathBuf,
     balancer_cfg: PathBuf,
-    balancer_args: Vec<String>,
-    balancer_control: SocketAddrV4,
-    rs_args: Vec<String>,
-    rs_listen: SocketAddrV4,
+    lb: BalancerPlan,
+    rs: ServerPlan,
+    rs_work_us: Option<u32>,
     clk_tck: f64,
     haproxy_version: Option<String>,
     warned_proc: bool,
@@ -155,12 +152,7 @@ impl<'a> Ctx<'a> {
         layout: Layout,
         flag: &'a AtomicBool,
     ) -> Result<Ctx<'a>, RunError> {
-        let out = std::path::absolute(&opts.out_dir)
-            .map_err(io_err(format!("resolving {}", opts.out_dir.display())))?;
-        for d in ["logs", "clients", "config", "stats"] {
-            fs::create_dir_all(out.join(d))
-                .map_err(io_err(format!("creating {}", out.join(d).display())))?;
-        }
+        let out = make_run_dir(&opts.out_dir, &["stats"])?;
         let write = |name: &str, text: &str| -> Result<PathBuf, RunError> {
             let p = out.join("config").join(name);
             fs::write(&p, text).map_err(io_err(format!("writing {}", p.display())))?;
@@ -199,8 +191,6 @@ impl<'a> Ctx<'a> {
                 what: "real server plan".into(),
                 detail: format!("no plan for {}", layout.rs),
             })?;
-        let rs_listen = rs.listen[0];
-        let rs_args = rs.args(opts.spec.server_threads, profile.server_work_us);
         let link = Command::new("ip")
             .args(["-n", &netns_name(&layout.lb), "-j", "link", "show"])
             .output()
@@ -221,11 +211,10 @@ impl<'a> Ctx<'a> {
             lb_front_mac,
             nft_file,
             haproxy_file,
-            balancer_args: lb.args(&balancer_cfg),
             balancer_cfg,
-            balancer_control: lb.control,
-            rs_args,
-            rs_listen,
+            lb,
+            rs,
+            rs_work_us: profile.server_work_us,
             clk_tck: if tck > 0 { tck as f64 } else { 100.0 },
             haproxy_version: None,
             warned_proc: false,
@@ -311,13 +300,7 @@ impl<'a> Ctx<'a> {
             .json
             .clone()
             .unwrap_or_else(|| self.out.join("bench.json"));
-        let mut bytes = serde_json::to_vec_pretty(&record).map_err(|e| RunError::Results {
-            what: "serialising the record".into(),
-            detail: e.to_string(),
-        })?;
-        bytes.push(b'\n');
-        loadgen::json_out::write_bytes_atomic(&bytes, &json_path)
-            .map_err(io_err(format!("writing {}", json_path.display())))?;
+        write_json(&record, &json_path)?;
         let table_path = self.out.join("table.txt");
         loadgen::json_out::write_bytes_atomic(table.as_bytes(), &table_path)
             .map_err(io_err(format!("writing {}", table_path.display())))?;
@@ -427,17 +410,10 @@ impl<'a> Ctx<'a> {
     }
 
     fn rs_requests(&self) -> Option<u64> {
-        let body = http_get(
-            &netns_name(&self.layout.rs),
-            SocketAddr::V4(self.rs_listen),
-            "/stats",
-            FETCH_TIMEOUT,
-        )
-        .ok()?;
-        serde_json::from_str::<serde_json::Value>(&body)
-            .ok()?
-            .get("requests_total")
-            .and_then(serde_json::Value::as_u64)
+        let at = SocketAddr::V4(self.rs.listen[0]);
+        server_stats(&self.layout.rs, at, &self.rs.name)
+            .ok()
+            .map(|(n, _)| n)
     }
 
     /// Waits until a client gets a 200 for `/` through the target's path.
@@ -469,41 +445,27 @@ impl<'a> Ctx<'a> {
     fn one_run(&mut self, t: Target, round: u32) -> Result<Sample, RunError> {
         let l = self.layout.clone();
         let tag = format!("{}-r{round}", t.as_str());
+        let prefix = format!("{tag}-");
         self.flush_time_wait();
+        let out = self.out.clone();
+        let site = Site {
+            tb: self.tb,
+            bins: self.bins,
+            out: &out,
+            prefix: &prefix,
+            flag: self.flag,
+        };
         let mut procs = Procs::default();
         // A fresh real server every run (its counters and sockets reset).
-        let mut argv = vec![self.bins.realserver.display().to_string()];
-        argv.extend(self.rs_args.iter().cloned());
-        procs.0.push(spawn_logged(
-            self.tb,
-            &l.rs,
-            format!("realserver {} (in {})", l.rs, l.rs),
-            argv,
-            self.out.join("logs").join(format!("{tag}.realserver.log")),
-        )?);
-        let (rs_ns, rs_at) = (netns_name(&l.rs), SocketAddr::V4(self.rs_listen));
-        wait_ready(&mut procs.0[0], SERVER_READY_TIMEOUT, self.flag, || {
-            tcp_probe(&rs_ns, rs_at, FETCH_TIMEOUT)
-        })?;
+        let threads = self.opts.spec.server_threads;
+        let rs = [self.rs.clone()];
+        start_servers(site, &rs, threads, self.rs_work_us, &mut procs)?;
         // Switch the testbed to the target; the guard undoes it.
         let _switch = Switch::apply(self, t)?;
         let fwd: Option<(usize, &str)> = match t {
             Target::Balancer => {
-                let mut argv = vec![self.bins.balancer.display().to_string()];
-                argv.extend(self.balancer_args.iter().cloned());
-                let log = self.out.join("logs").join(format!("{tag}.balancer.log"));
-                procs.0.push(spawn_logged(
-                    self.tb,
-                    &l.lb,
-                    format!("balancer in {}", l.lb),
-                    argv,
-                    log.clone(),
-                )?);
-                let (ns, control) = (netns_name(&l.lb), SocketAddr::V4(self.balancer_control));
-                wait_ready(&mut procs.0[1], BALANCER_READY_TIMEOUT, self.flag, || {
-                    fs::read_to_string(&log).is_ok_and(|t| t.contains(BALANCER_READY_LINE))
-                        && http_get(&ns, control, "/stats", FETCH_TIMEOUT).is_ok()
-                })?;
+                let lbs = [self.lb.clone()];
+                start_balancers(site, &lbs, &mut procs)?;
                 Some((1, "balancer"))
             }
             Target::Haproxy => {
@@ -539,52 +501,25 @@ impl<'a> Ctx<'a> {
         // The clients, concurrently.
         let k = l.clients.len();
         let url = l.url(t);
-        let mut loadgens = Procs::default();
-        let mut jsons = Vec::new();
-        for (i, c) in l.clients.iter().enumerate() {
-            let json = self.out.join("clients").join(format!("{tag}-{c}.json"));
-            let _ = fs::remove_file(&json);
-            let mut argv = vec![self.bins.loadgen.display().to_string()];
-            argv.extend(client_args(&self.opts.spec, &url, i, k, &json));
-            loadgens.0.push(spawn_logged(
-                self.tb,
-                c,
-                format!("loadgen in {c}"),
-                argv,
-                self.out.join("logs").join(format!("{tag}-{c}.loadgen.log")),
-            )?);
-            jsons.push(json);
-        }
         let budget = self.opts.spec.seconds + self.opts.spec.timeout_s + 30.0;
-        wait_clients(&mut loadgens.0, budget, self.flag)?;
+        let spec = &self.opts.spec;
+        let merged = run_loadgens(
+            site,
+            &l.clients,
+            |i, json| client_args(spec, &url, i, k, json),
+            budget,
+        )?;
         let after = self.snapshot(fwd_pid)?;
         let served_after = self.rs_requests();
         if t == Target::Balancer {
-            let ns = netns_name(&l.lb);
-            if let Ok(body) = http_get(
-                &ns,
-                SocketAddr::V4(self.balancer_control),
-                "/stats",
-                FETCH_TIMEOUT,
-            ) {
+            if let Ok(v) = balancer_stats(&self.lb) {
                 let p = self.out.join("stats").join(format!("{tag}.balancer.json"));
-                let _ = fs::write(p, body);
+                let _ = fs::write(p, v.to_string());
             }
         }
         procs.stop_all();
         drop(_switch);
 
-        let mut results = Vec::new();
-        for j in &jsons {
-            results.push(loadgen::json_out::read(j).map_err(|e| RunError::Results {
-                what: format!("client result {}", j.display()),
-                detail: e.to_string(),
-            })?);
-        }
-        let merged = loadgen::merge::merge(results).map_err(|e| RunError::Results {
-            what: "merging the client results".into(),
-            detail: e.to_string(),
-        })?;
         let load = LoadFigures {
             conns: merged.counts.conns_attempted,
             replies: merged.replies(),

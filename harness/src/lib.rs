@@ -4,7 +4,8 @@
 //! Module map:
 //! - [`net`]: IPv4 prefixes, the RFC 2544 testbed range, VIP multicast MAC.
 //! - [`topology`]: the cluster as a plain value (hosts, segments, addresses,
-//!   routes), built-ins `1lb-1rs`, `2lb-2rs`, `1lb-1rs-dr`, validation.
+//!   routes), built-ins `1lb-1rs`, `2lb-2rs`, `1lb-1rs-dr`, `2lb-2rs-dr`,
+//!   validation.
 //! - [`profile`]: node CPU shares and link rates (`unconstrained`, `paper`).
 //! - [`cgroup`]: which CPU-controller hierarchy this host has, node cgroups.
 //! - [`plan`]: pure `plan_up(topology, profile)` / `plan_down(inventory)`
@@ -23,11 +24,18 @@
 //!   clean timeline bin), summary and timeline CSV (pure).
 //! - [`fault`]: `--fault at=T,ACTION=NODE` and `--down NODE` as data,
 //!   checked against the topology and run length (pure).
-//! - [`run`]: `harness run` / `harness demo`: starts everything, runs the
-//!   clients, collects and writes results, always stops and tears down.
+//! - [`supervise`]: processes in nodes: spawn with a log, wait until ready,
+//!   wait for clients with a budget, stop all (TERM, then KILL).
+//! - [`run`]: `harness run` / `harness demo`, and the named phases of a
+//!   point every runner shares (testbed up/down, servers, balancers,
+//!   clients and their merged result, stats, the JSON record).
 //! - [`bench`]: `harness bench-balancer` as data: the four forwarding paths
 //!   (balancer, nftables DNAT, HAProxy, direct), the namespace commands that
 //!   switch between them, counter parsers, medians, table, JSON record.
+//! - [`sweep`]: `harness reproduce` as data: Table I configurations, default
+//!   rate sweeps from the profile, validation, interleaved plan, resume set.
+//! - [`reproduce`]: runs the sweep (fresh testbed per point, warm-up,
+//!   loadgen or httperf), saves and re-renders after every point.
 //! - [`bench_run`]: runs `bench-balancer` (alternating targets, counters
 //!   around every run), always undoes every switch and tears down.
 
@@ -44,10 +52,13 @@ pub mod nsnet;
 pub mod plan;
 pub mod privilege;
 pub mod profile;
+pub mod reproduce;
 pub mod run;
 pub mod signal;
 pub mod state;
 pub mod status;
+pub mod supervise;
+pub mod sweep;
 pub mod testbed;
 pub mod topology;
 

@@ -15,8 +15,10 @@ use harness::experiment::{Method, RunSpec, Stop};
 use harness::plan::{plan_down, plan_up, render_script};
 use harness::privilege::{is_privileged, NEED_ROOT};
 use harness::profile::Profile;
+use harness::reproduce::{self, ReproduceError, ReproduceOptions};
 use harness::run::{self as runner, RunError, RunOptions};
 use harness::state::STATE_DIR;
+use harness::sweep::SweepArgs;
 use harness::testbed::{self, Error, Testbed, UpOptions};
 use harness::topology::Topology;
 use harness::{signal, status, PREFIX};
@@ -42,7 +44,7 @@ struct Cli {
 enum Cmd {
     /// Build the testbed (tears down any previous one or leftovers first).
     Up {
-        /// Built-in topology (1lb-1rs, 2lb-2rs, 1lb-1rs-dr) or a .toml/.json file.
+        /// Built-in topology (1lb-1rs, 2lb-2rs, 1lb-1rs-dr, 2lb-2rs-dr) or a .toml/.json file.
         #[arg(long, short, default_value = "1lb-1rs")]
         topology: String,
         /// Built-in profile (unconstrained, paper) or a .toml/.json file.
@@ -147,6 +149,54 @@ Writes results/bench-balancer-<UTC time>/ (configs, logs, client results, table.
         #[arg(long)]
         strict: bool,
     },
+    /// The paper's Table I matrix with rate sweeps: every configuration at
+    /// every rate, repeated, interleaved; results.json, CSVs, Figures 4-7
+    /// and REPORT.md in the result directory, updated after every point.
+    #[command(
+        long_about = "The paper's Table I matrix with rate sweeps, Figures 4-7 and a report.\n\n\
+Configurations: 1lb-bi-nat, 1lb-bi-dr, 1lb-nat, 2lb-bi-nat, 2lb-bi-dr, 2lb-nat (topologies 1lb-1rs, 1lb-1rs-dr, \
+2lb-2rs, 2lb-2rs-dr). Default rates come from the profile's capacities: from half the plain knee to 1.5 times the \
+bi-active knee (paper: 200..1200 req/s with 1 LB, 400..2400 with 2). Points are interleaved: for each repetition, \
+for each rate index, every configuration, in an order rotated at each step. Each point gets a fresh testbed, \
+fresh servers and balancers, a warm-up at the lowest rate, then the measured load from 3 client hosts \
+(--client i/3). After every point, results.json (complete points only) and every CSV, figure and REPORT.md \
+are rewritten atomically. Ctrl-C or a failed point: the testbed is torn down, everything measured so far is \
+kept, exit 130 or 1; --resume DIR measures what is missing. Bad input: one line, exit 2, nothing created.",
+        after_help = "Examples:\n  harness reproduce --quick\n  harness reproduce --configs 1lb-bi-nat,1lb-nat --rates 200,400,800 --repeat 2 --duration 5s\n  harness reproduce --resume results/reproduce-20261129T190000Z"
+    )]
+    Reproduce {
+        /// At most ~5 minutes: 4 rates per configuration, 1 repetition, 6 s points.
+        #[arg(long, conflicts_with = "resume")]
+        quick: bool,
+        /// Configurations, comma-separated [default: all six].
+        #[arg(long, value_name = "LIST", conflicts_with = "resume")]
+        configs: Option<String>,
+        /// Offered request rates (req/s, all clients together), increasing,
+        /// comma-separated, for every configuration [default: from the profile].
+        #[arg(long, value_name = "LIST", conflicts_with = "resume")]
+        rates: Option<String>,
+        /// Repetitions of every point [default: 3; --quick: 1].
+        #[arg(long, value_name = "R", conflicts_with = "resume")]
+        repeat: Option<u32>,
+        /// Measured load per point, e.g. 10s [default: 10s; --quick: 6s].
+        #[arg(long, value_name = "D", value_parser = loadgen::cli::parse_duration, conflicts_with = "resume")]
+        duration: Option<std::time::Duration>,
+        /// Built-in profile or a .toml/.json file.
+        #[arg(long, short, default_value = "paper", conflicts_with = "resume")]
+        profile: String,
+        /// Load generator: this project's loadgen or the paper's httperf (three processes).
+        #[arg(long, value_enum, default_value = "loadgen", conflicts_with = "resume")]
+        generator: harness::sweep::Generator,
+        /// Result directory [default: results/reproduce-<UTC time>].
+        #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+        out_dir: Option<PathBuf>,
+        /// Finish an interrupted run: measure only its missing points.
+        #[arg(long, value_name = "DIR")]
+        resume: Option<PathBuf>,
+        /// Directory holding loadgen, realserver and balancer [default: the harness's own directory].
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+    },
     /// Run a command inside a node's namespace (and cgroup); exits with its code.
     Exec {
         /// Node name (client1, router, lb1, rs1, ... or `sw` for the switch).
@@ -171,14 +221,14 @@ enum OnOff {
 enum MethodArg {
     /// LVS-NAT (topologies 1lb-1rs, 2lb-2rs).
     Nat,
-    /// LVS-DR (topology 1lb-1rs-dr).
+    /// LVS-DR (topologies 1lb-1rs-dr, 2lb-2rs-dr).
     Dr,
 }
 
 /// Options shared by `run` and `demo`: one experiment point.
 #[derive(Args, Debug, Clone)]
 struct PointArgs {
-    /// Built-in topology (1lb-1rs, 2lb-2rs, 1lb-1rs-dr) or a .toml/.json file.
+    /// Built-in topology (1lb-1rs, 2lb-2rs, 1lb-1rs-dr, 2lb-2rs-dr) or a .toml/.json file.
     #[arg(long, short, default_value = "1lb-1rs")]
     topology: String,
     /// Built-in profile (unconstrained, paper) or a .toml/.json file
@@ -303,7 +353,11 @@ fn main() -> ExitCode {
     let dir = Path::new(STATE_DIR);
     let needs_root = match &cli.cmd {
         Cmd::Up { dry_run, .. } | Cmd::Down { dry_run } => !dry_run,
-        Cmd::Exec { .. } | Cmd::Run { .. } | Cmd::Demo { .. } | Cmd::BenchBalancer { .. } => true,
+        Cmd::Exec { .. }
+        | Cmd::Run { .. }
+        | Cmd::Demo { .. }
+        | Cmd::BenchBalancer { .. }
+        | Cmd::Reproduce { .. } => true,
         Cmd::Status => false,
     };
     if needs_root && !is_privileged() {
@@ -414,6 +468,37 @@ fn main() -> ExitCode {
                 Err(e) => run_failed(e),
             }
         }
+        Cmd::Reproduce {
+            quick,
+            configs,
+            rates,
+            repeat,
+            duration,
+            profile,
+            generator,
+            out_dir,
+            resume,
+            bin_dir,
+        } => {
+            let opts = ReproduceOptions {
+                sweep: SweepArgs {
+                    configs,
+                    rates,
+                    repeat,
+                    duration_s: duration.map(|d| d.as_secs_f64()),
+                    quick,
+                },
+                generator,
+                profile,
+                out_dir,
+                resume,
+                bin_dir: bin_dir.unwrap_or_else(runner::default_bin_dir),
+                state_dir: PathBuf::from(STATE_DIR),
+                verbose: cli.verbose,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+            };
+            reproduce_cmd(&opts)
+        }
         Cmd::Exec { node, cmd } => {
             let tb = match Testbed::attach(dir) {
                 Ok(t) => t,
@@ -424,6 +509,23 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+    }
+}
+
+fn reproduce_cmd(opts: &ReproduceOptions) -> ExitCode {
+    let failed = |e: ReproduceError| match e {
+        ReproduceError::Input(m) => {
+            eprintln!("harness reproduce: {m}");
+            ExitCode::from(2)
+        }
+        ReproduceError::Run(e) => run_failed(e),
+    };
+    match reproduce::prepare(opts) {
+        Ok(p) => match reproduce::run(p, opts) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => failed(e),
+        },
+        Err(e) => failed(e),
     }
 }
 

@@ -1,31 +1,43 @@
-//! `harness run` and `harness demo`: the I/O side of an experiment point.
-//! Brings the testbed up (or reuses a matching one), starts the web servers
-//! and balancers in their nodes (namespace + cgroup), waits until each is
-//! ready, runs one loadgen per client host concurrently, merges their
-//! results, fetches every server's and balancer's `/stats`, writes the JSON
-//! record atomically, and always stops every process and (unless
-//! `keep_up`) tears the testbed down — also on error and Ctrl-C.
-//! Progress goes to stderr, results to stdout.
+//! `harness run` and `harness demo`, and the phases of an experiment point
+//! that every runner shares (`run`, `bench-balancer`, `reproduce`):
+//!
+//! 1. [`with_testbed`]: bring the testbed up (or reuse a matching one), run
+//!    a body, and always tear down (unless kept up) — also on error and
+//!    Ctrl-C, which becomes [`RunError::Interrupted`];
+//! 2. [`start_servers`] and [`start_balancers`]: start them in their nodes
+//!    (namespace + cgroup) and wait until each is ready;
+//! 3. [`run_loadgens`] (or [`run_clients`] for any client program): one
+//!    process per client host, concurrently, merged into one result;
+//! 4. [`collect_served`], [`collect_balancer_stats`], [`balancer_tables`]:
+//!    every server's and balancer's `/stats`;
+//! 5. [`write_json`]: the record, atomically;
+//! 6. printing (`run` only).
+//!
+//! Process supervision itself is in [`crate::supervise`]. Progress goes to
+//! stderr, results to stdout.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use loadgen::result::RunResult;
+use serde::Serialize;
+
 use crate::discover::discover;
 use crate::experiment::{
-    run_dir_name, served_table, side_by_side, BalancerStats, PlanError, RunRecord, RunSpec, Served,
-    Stop, Versions, RESULT_SCHEMA,
+    run_dir_name, served_table, side_by_side, BalancerPlan, BalancerStats, PlanError, RunRecord,
+    RunSpec, Served, ServerPlan, Stop, Versions, RESULT_SCHEMA,
 };
 use crate::nsnet::{http_get, tcp_probe};
 use crate::plan::netns_name;
 use crate::profile::Profile;
+use crate::signal;
+use crate::supervise::{io_err, spawn_logged, wait_clients, wait_ready, Procs};
 use crate::testbed::{self, Testbed, UpOptions};
 use crate::topology::Topology;
-use crate::{signal, NodeProcess};
 
 /// How long a web server may take to listen.
 pub const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,11 +92,6 @@ pub enum RunError {
     /// Ctrl-C / SIGTERM.
     #[error("interrupted")]
     Interrupted,
-}
-
-pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RunError {
-    let what = what.into();
-    move |source| RunError::Io { what, source }
 }
 
 /// Where the three tool binaries are.
@@ -158,164 +165,27 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// One progress line on stderr.
-pub fn progress(msg: impl AsRef<str>) {
+/// When set, [`progress`] prints only warnings and failures (`reproduce`
+/// prints one line per point instead of every phase of every point).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Turns the per-phase progress lines off (warnings still print) or on.
+pub(crate) fn set_quiet_progress(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// One line on stderr, also when progress is quiet.
+pub fn notice(msg: impl AsRef<str>) {
     let _ = writeln!(io::stderr(), "harness: {}", msg.as_ref());
 }
 
-/// A started process with its log file.
-pub(crate) struct Proc {
-    pub(crate) what: String,
-    pub(crate) p: NodeProcess,
-    pub(crate) log: PathBuf,
-}
-
-/// Every process of the run; stopped (TERM, then KILL) when dropped.
-#[derive(Default)]
-pub(crate) struct Procs(pub(crate) Vec<Proc>);
-
-impl Procs {
-    pub(crate) fn stop_all(&mut self) {
-        for pr in &mut self.0 {
-            if let (Ok(None), Ok(pgid)) = (pr.p.try_wait(), libc::pid_t::try_from(pr.p.id())) {
-                // SAFETY: killpg(2) on the process group the testbed created
-                // for this child (process_group(0)); the leader is not reaped
-                // yet, so the pgid cannot have been reused.
-                unsafe {
-                    libc::killpg(pgid, libc::SIGTERM);
-                }
-            }
-        }
-        let start = Instant::now();
-        for pr in &mut self.0 {
-            while start.elapsed() < Duration::from_secs(3) {
-                match pr.p.try_wait() {
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                    _ => break,
-                }
-            }
-            let _ = pr.p.kill();
-        }
-        self.0.clear();
+/// One progress line on stderr.
+pub fn progress(msg: impl AsRef<str>) {
+    let msg = msg.as_ref();
+    if QUIET.load(Ordering::Relaxed) && !msg.contains("warning") && !msg.contains("failed") {
+        return;
     }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        self.stop_all();
-    }
-}
-
-/// The last lines of a log file, for error messages.
-pub(crate) fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(6)..].join("\n    ");
-    if tail.is_empty() {
-        format!("(log {} is empty)", path.display())
-    } else {
-        format!("log {}:\n    {tail}", path.display())
-    }
-}
-
-pub(crate) fn describe_exit(st: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (st.code(), st.signal()) {
-        (Some(c), _) => format!("exited with status {c}"),
-        (_, Some(s)) => format!("killed by signal {s}"),
-        _ => "exited".into(),
-    }
-}
-
-pub(crate) fn check_interrupt(flag: &AtomicBool) -> Result<(), RunError> {
-    if flag.load(Ordering::SeqCst) {
-        Err(RunError::Interrupted)
-    } else {
-        Ok(())
-    }
-}
-
-/// Waits for every client process to exit, polling for an interrupt, and fails
-/// when one exits unsuccessfully or they outlive `budget_s` seconds (they are
-/// killed when the caller drops them).
-pub(crate) fn wait_clients(
-    clients: &mut [Proc],
-    budget_s: f64,
-    flag: &AtomicBool,
-) -> Result<(), RunError> {
-    let t0 = Instant::now();
-    let mut done = vec![None; clients.len()];
-    while done.iter().any(Option::is_none) {
-        check_interrupt(flag)?;
-        for (i, pr) in clients.iter_mut().enumerate() {
-            if done[i].is_none() {
-                done[i] = pr.p.try_wait().ok().flatten();
-            }
-        }
-        if t0.elapsed().as_secs_f64() > budget_s {
-            return Err(RunError::Process {
-                what: format!("clients still running after {budget_s:.0} s"),
-                detail: "killed them".into(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for (pr, st) in clients.iter().zip(&done) {
-        if let Some(st) = st.filter(|s| !s.success()) {
-            return Err(RunError::Process {
-                what: format!("{} {}", pr.what, describe_exit(st)),
-                detail: log_tail(&pr.log),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Polls `ready` until it holds, the process exits, time runs out or an
-/// interrupt arrives.
-pub(crate) fn wait_ready(
-    pr: &mut Proc,
-    timeout: Duration,
-    flag: &AtomicBool,
-    mut ready: impl FnMut() -> bool,
-) -> Result<(), RunError> {
-    let start = Instant::now();
-    loop {
-        check_interrupt(flag)?;
-        if let Ok(Some(st)) = pr.p.try_wait() {
-            return Err(RunError::Process {
-                what: format!("{} {}", pr.what, describe_exit(st)),
-                detail: log_tail(&pr.log),
-            });
-        }
-        if ready() {
-            return Ok(());
-        }
-        if start.elapsed() >= timeout {
-            return Err(RunError::Process {
-                what: format!("{} not ready after {} s", pr.what, timeout.as_secs()),
-                detail: log_tail(&pr.log),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-pub(crate) fn spawn_logged(
-    tb: &Testbed,
-    node: &str,
-    what: String,
-    argv: Vec<String>,
-    log: PathBuf,
-) -> Result<Proc, RunError> {
-    let f = File::create(&log).map_err(io_err(format!("creating {}", log.display())))?;
-    let f2 = f
-        .try_clone()
-        .map_err(io_err(format!("opening {}", log.display())))?;
-    let p = tb.spawn(node, &argv, |c| {
-        c.stdin(Stdio::null()).stdout(f).stderr(f2);
-    })?;
-    Ok(Proc { what, p, log })
+    notice(msg);
 }
 
 fn tool_version(bin: &Path) -> Option<String> {
@@ -346,17 +216,6 @@ pub(crate) fn versions(bins: &Binaries) -> Versions {
 
 /// Brings the testbed up, or reuses the one described by the state file
 /// when it has the same topology and profile and all its namespaces exist.
-fn bring_up(opts: &RunOptions, flag: &'static AtomicBool) -> Result<Testbed, RunError> {
-    bring_up_testbed(
-        &opts.spec.topology,
-        &opts.spec.profile,
-        &opts.state_dir,
-        opts.verbose,
-        flag,
-    )
-}
-
-/// [`bring_up`] for any topology and profile (also used by `bench-balancer`).
 pub(crate) fn bring_up_testbed(
     topology: &Topology,
     profile: &Profile,
@@ -398,23 +257,42 @@ pub(crate) fn bring_up_testbed(
     Ok(tb)
 }
 
-/// Runs one point: everything, including teardown (unless `keep_up`).
-/// Interrupts (SIGINT/SIGTERM/SIGHUP) stop it cleanly.
-pub fn run(opts: &RunOptions) -> Result<RunRecord, RunError> {
-    opts.spec.validate()?;
-    let bins = Binaries::find(&opts.bin_dir)?;
+/// Where and how a runner wants its testbed.
+pub(crate) struct TestbedUse<'a> {
+    /// The cluster.
+    pub topology: &'a Topology,
+    /// Node capacities.
+    pub profile: &'a Profile,
+    /// State directory of the testbed.
+    pub state_dir: &'a Path,
+    /// Echo testbed commands.
+    pub verbose: bool,
+    /// Leave it up afterwards.
+    pub keep_up: bool,
+}
+
+/// Phase 1: brings the testbed up (or reuses it), runs `body` on it, and
+/// tears it down afterwards (unless `keep_up`), also after an error or an
+/// interrupt; whatever failed while an interrupt was pending is reported as
+/// [`RunError::Interrupted`]. Interrupt handlers are default again on return.
+pub(crate) fn with_testbed<T>(
+    u: &TestbedUse<'_>,
+    body: impl FnOnce(&Testbed, &'static AtomicBool) -> Result<T, RunError>,
+) -> Result<T, RunError> {
     let flag = signal::catch_interrupts();
-    let mut result = bring_up(opts, flag).and_then(|tb| run_on(&tb, &bins, opts, flag));
+    let mut result = bring_up_testbed(u.topology, u.profile, u.state_dir, u.verbose, flag)
+        .and_then(|tb| body(&tb, flag));
     if result.is_err() && signal::interrupted() {
         // Whatever failed on the way (e.g. `up` rolled back), it was the interrupt.
         result = Err(RunError::Interrupted);
     }
-    if opts.keep_up {
+    if u.keep_up {
         progress("leaving the testbed up (--keep-up); remove it with `harness down`");
         signal::default_interrupts();
     } else {
         // `down` ignores interrupts while it works, then restores defaults.
-        match testbed::down(&opts.state_dir, opts.verbose) {
+        match testbed::down(u.state_dir, u.verbose) {
+            Ok(_) if result.is_err() => notice("testbed torn down"),
             Ok(_) => progress("testbed torn down"),
             Err(e) if result.is_ok() => return Err(e.into()),
             Err(e) => progress(format!("teardown after the failure also failed: {e}")),
@@ -423,172 +301,286 @@ pub fn run(opts: &RunOptions) -> Result<RunRecord, RunError> {
     result
 }
 
-fn run_on(
-    tb: &Testbed,
-    bins: &Binaries,
-    opts: &RunOptions,
-    flag: &AtomicBool,
-) -> Result<RunRecord, RunError> {
-    let spec = &opts.spec;
-    let started = unix_ms();
-    let out = std::path::absolute(&opts.out_dir)
-        .map_err(io_err(format!("resolving {}", opts.out_dir.display())))?;
-    for d in ["logs", "clients", "config"] {
+/// Runs one point: everything, including teardown (unless `keep_up`).
+/// Interrupts (SIGINT/SIGTERM/SIGHUP) stop it cleanly.
+pub fn run(opts: &RunOptions) -> Result<RunRecord, RunError> {
+    opts.spec.validate()?;
+    let bins = Binaries::find(&opts.bin_dir)?;
+    let u = TestbedUse {
+        topology: &opts.spec.topology,
+        profile: &opts.spec.profile,
+        state_dir: &opts.state_dir,
+        verbose: opts.verbose,
+        keep_up: opts.keep_up,
+    };
+    with_testbed(&u, |tb, flag| run_on(tb, &bins, opts, flag))
+}
+
+/// The run directory `out` made absolute, with `logs/`, `clients/`,
+/// `config/` and any `extra` subdirectories created.
+pub(crate) fn make_run_dir(out: &Path, extra: &[&str]) -> Result<PathBuf, RunError> {
+    let out = std::path::absolute(out).map_err(io_err(format!("resolving {}", out.display())))?;
+    for d in ["logs", "clients", "config"].iter().chain(extra) {
         std::fs::create_dir_all(out.join(d))
             .map_err(io_err(format!("creating {}", out.join(d).display())))?;
     }
-    progress(format!("point: {}", spec.describe()));
-    progress(format!("run directory {}", out.display()));
-    let mut procs = Procs::default();
+    Ok(out)
+}
 
-    // Web servers (real servers and each balancer's local server).
-    let servers = spec.servers();
-    for s in &servers {
-        let mut argv = vec![bins.realserver.display().to_string()];
-        argv.extend(s.args(spec.server_threads, spec.profile.server_work_us));
-        let log = out.join("logs").join(format!("{}.realserver.log", s.name));
-        procs.0.push(spawn_logged(
-            tb,
-            &s.node,
-            format!("realserver {} (in {})", s.name, s.node),
-            argv,
-            log,
-        )?);
+/// Where a point's processes run and leave their files: the testbed, the
+/// binaries, the run directory, a file-name prefix (`""`, or e.g.
+/// `balancer-r0-` when several runs share a directory), the interrupt flag.
+#[derive(Clone, Copy)]
+pub(crate) struct Site<'a> {
+    /// The testbed.
+    pub tb: &'a Testbed,
+    /// The tool binaries.
+    pub bins: &'a Binaries,
+    /// The run directory (from [`make_run_dir`]).
+    pub out: &'a Path,
+    /// Prefix of every log and client result file name.
+    pub prefix: &'a str,
+    /// Set on Ctrl-C.
+    pub flag: &'a AtomicBool,
+}
+
+impl Site<'_> {
+    fn log(&self, name: &str) -> PathBuf {
+        self.out.join("logs").join(format!("{}{name}", self.prefix))
     }
-    for (i, s) in servers.iter().enumerate() {
+}
+
+/// Phase 2a: starts `realserver` for each of `servers` (log
+/// `logs/{prefix}{name}.realserver.log`) and waits until every one listens
+/// on all its addresses. The processes join `procs`.
+pub(crate) fn start_servers(
+    site: Site<'_>,
+    servers: &[ServerPlan],
+    threads: u32,
+    work_us: Option<u32>,
+    procs: &mut Procs,
+) -> Result<(), RunError> {
+    let first = procs.0.len();
+    for s in servers {
+        let mut argv = vec![site.bins.realserver.display().to_string()];
+        argv.extend(s.args(threads, work_us));
+        let log = site.log(&format!("{}.realserver.log", s.name));
+        let what = format!("realserver {} (in {})", s.name, s.node);
+        procs
+            .0
+            .push(spawn_logged(site.tb, &s.node, what, argv, log)?);
+    }
+    for (s, pr) in servers.iter().zip(&mut procs.0[first..]) {
         let ns = netns_name(&s.node);
         let addrs: Vec<SocketAddr> = s.listen.iter().map(|a| SocketAddr::V4(*a)).collect();
-        wait_ready(&mut procs.0[i], SERVER_READY_TIMEOUT, flag, || {
+        wait_ready(pr, SERVER_READY_TIMEOUT, site.flag, || {
             addrs.iter().all(|a| tcp_probe(&ns, *a, FETCH_TIMEOUT))
         })?;
     }
-    progress(format!("{} web server(s) listening", servers.len()));
+    Ok(())
+}
 
-    // Balancers.
-    let lbs = spec.balancers()?;
-    let first_lb = procs.0.len();
-    for b in &lbs {
-        let cfg = out.join("config").join(format!("{}.toml", b.node));
+/// Phase 2b: writes each balancer's configuration to `config/{node}.toml`,
+/// starts it (log `logs/{prefix}{node}.balancer.log`) and waits until it
+/// printed [`BALANCER_READY_LINE`] and answers `/stats`. The processes join
+/// `procs`.
+pub(crate) fn start_balancers(
+    site: Site<'_>,
+    lbs: &[BalancerPlan],
+    procs: &mut Procs,
+) -> Result<(), RunError> {
+    let first = procs.0.len();
+    for b in lbs {
+        let cfg = site.out.join("config").join(format!("{}.toml", b.node));
         std::fs::write(&cfg, &b.config_toml)
             .map_err(io_err(format!("writing {}", cfg.display())))?;
-        let mut argv = vec![bins.balancer.display().to_string()];
+        let mut argv = vec![site.bins.balancer.display().to_string()];
         argv.extend(b.args(&cfg));
-        let log = out.join("logs").join(format!("{}.balancer.log", b.node));
-        procs.0.push(spawn_logged(
-            tb,
-            &b.node,
-            format!("balancer in {}", b.node),
-            argv,
-            log,
-        )?);
+        let log = site.log(&format!("{}.balancer.log", b.node));
+        let what = format!("balancer in {}", b.node);
+        procs
+            .0
+            .push(spawn_logged(site.tb, &b.node, what, argv, log)?);
     }
-    for (i, b) in lbs.iter().enumerate() {
+    for (b, pr) in lbs.iter().zip(&mut procs.0[first..]) {
         let ns = netns_name(&b.node);
         let control = SocketAddr::V4(b.control);
-        let pr = &mut procs.0[first_lb + i];
         let log = pr.log.clone();
-        wait_ready(pr, BALANCER_READY_TIMEOUT, flag, || {
+        wait_ready(pr, BALANCER_READY_TIMEOUT, site.flag, || {
             std::fs::read_to_string(&log).is_ok_and(|t| t.contains(BALANCER_READY_LINE))
                 && http_get(&ns, control, "/stats", FETCH_TIMEOUT).is_ok()
         })?;
     }
-    progress(format!("{} balancer(s) ready", lbs.len()));
+    Ok(())
+}
 
-    // Clients, concurrently.
-    let clients = spec.client_nodes();
-    let mut loadgens = Vec::new();
+/// One client process: its node, command line and log file.
+pub(crate) struct ClientJob {
+    /// Node it runs in.
+    pub node: String,
+    /// What it is, for messages.
+    pub what: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+}
+
+/// Phase 3 for any client program: starts every job concurrently and waits
+/// for all of them (at most `budget_s` seconds; they are killed on return).
+pub(crate) fn run_clients(
+    tb: &Testbed,
+    jobs: Vec<ClientJob>,
+    budget_s: f64,
+    flag: &AtomicBool,
+) -> Result<(), RunError> {
+    let mut clients = Procs::default();
+    for j in jobs {
+        clients
+            .0
+            .push(spawn_logged(tb, &j.node, j.what, j.argv, j.log)?);
+    }
+    wait_clients(&mut clients.0, budget_s, flag)
+}
+
+/// Phase 3 with loadgen: one loadgen per node of `nodes` (arguments
+/// `args(i, json)`, result `clients/{prefix}{node}.json`, log
+/// `logs/{prefix}{node}.loadgen.log`), run concurrently, results merged.
+pub(crate) fn run_loadgens(
+    site: Site<'_>,
+    nodes: &[String],
+    args: impl Fn(usize, &Path) -> Vec<String>,
+    budget_s: f64,
+) -> Result<RunResult, RunError> {
+    let mut jobs = Vec::new();
     let mut jsons = Vec::new();
-    for (i, c) in clients.iter().enumerate() {
-        let json = out.join("clients").join(format!("{c}.json"));
+    for (i, c) in nodes.iter().enumerate() {
+        let json = site
+            .out
+            .join("clients")
+            .join(format!("{}{c}.json", site.prefix));
         let _ = std::fs::remove_file(&json);
-        let mut argv = vec![bins.loadgen.display().to_string()];
-        argv.extend(spec.client_args(i, &json));
-        let log = out.join("logs").join(format!("{c}.loadgen.log"));
-        loadgens.push(spawn_logged(tb, c, format!("loadgen in {c}"), argv, log)?);
+        let mut argv = vec![site.bins.loadgen.display().to_string()];
+        argv.extend(args(i, &json));
+        jobs.push(ClientJob {
+            node: c.clone(),
+            what: format!("loadgen in {c}"),
+            argv,
+            log: site.log(&format!("{c}.loadgen.log")),
+        });
         jsons.push(json);
     }
-    let budget = match (spec.rate, spec.stop) {
-        (_, Stop::DurationS(d)) => d,
-        (Some(r), Stop::NumConns(n)) => n as f64 / r,
-        (None, Stop::NumConns(_)) => 600.0,
-    } + spec.timeout_s
-        + 30.0;
-    progress(format!(
-        "{} client(s) running (up to {:.0} s)",
-        clients.len(),
-        budget
-    ));
-    wait_clients(&mut loadgens, budget, flag)?;
+    run_clients(site.tb, jobs, budget_s, site.flag)?;
+    merge_client_results(&jsons)
+}
+
+/// Reads every client's JSON result and merges them exactly.
+pub(crate) fn merge_client_results(jsons: &[PathBuf]) -> Result<RunResult, RunError> {
     let mut results = Vec::new();
-    for j in &jsons {
+    for j in jsons {
         results.push(loadgen::json_out::read(j).map_err(|e| RunError::Results {
             what: format!("client result {}", j.display()),
             detail: e.to_string(),
         })?);
     }
-    let merged = loadgen::merge::merge(results).map_err(|e| RunError::Results {
+    loadgen::merge::merge(results).map_err(|e| RunError::Results {
         what: "merging the client results".into(),
         detail: e.to_string(),
-    })?;
-    progress(format!(
-        "clients done: {} replies, {} errors",
-        merged.replies(),
-        merged.errors_total()
-    ));
+    })
+}
 
-    // Stats of every web server and balancer.
-    let mut served = Vec::new();
-    for s in &servers {
-        let ns = netns_name(&s.node);
-        let at = SocketAddr::V4(s.listen[0]);
-        let body = http_get(&ns, at, "/stats", FETCH_TIMEOUT).map_err(|e| RunError::Results {
-            what: format!("stats of {}", s.name),
+/// How long clients may run: the load, their timeout, and 30 s of slack.
+pub(crate) fn client_budget_s(spec: &RunSpec) -> f64 {
+    (match (spec.rate, spec.stop) {
+        (_, Stop::DurationS(d)) => d,
+        (Some(r), Stop::NumConns(n)) => n as f64 / r,
+        (None, Stop::NumConns(_)) => 600.0,
+    }) + spec.timeout_s
+        + 30.0
+}
+
+/// A web server's `/stats` at `at` in `node`: `requests_total` and the raw JSON.
+pub(crate) fn server_stats(
+    node: &str,
+    at: SocketAddr,
+    name: &str,
+) -> Result<(u64, serde_json::Value), RunError> {
+    let body = http_get(&netns_name(node), at, "/stats", FETCH_TIMEOUT).map_err(|e| {
+        RunError::Results {
+            what: format!("stats of {name}"),
             detail: e.to_string(),
+        }
+    })?;
+    let stats: serde_json::Value = serde_json::from_str(&body).map_err(|e| RunError::Results {
+        what: format!("stats of {name} (http://{at}/stats)"),
+        detail: format!("not JSON: {e}"),
+    })?;
+    let requests = stats
+        .get("requests_total")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| RunError::Results {
+            what: format!("stats of {name} (http://{at}/stats)"),
+            detail: "no `requests_total` number".into(),
         })?;
-        let stats: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| RunError::Results {
-                what: format!("stats of {} (http://{at}/stats)", s.name),
-                detail: format!("not JSON: {e}"),
-            })?;
-        let requests = stats
-            .get("requests_total")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| RunError::Results {
-                what: format!("stats of {} (http://{at}/stats)", s.name),
-                detail: "no `requests_total` number".into(),
-            })?;
-        served.push(Served {
-            node: s.node.clone(),
-            name: s.name.clone(),
-            role: s.role,
-            requests,
-            stats,
-        });
-    }
-    let mut balancers = Vec::new();
-    for b in &lbs {
-        let ns = netns_name(&b.node);
-        let r = http_get(&ns, SocketAddr::V4(b.control), "/stats", FETCH_TIMEOUT)
-            .map_err(|e| e.to_string())
-            .and_then(|body| {
-                serde_json::from_str::<serde_json::Value>(&body)
-                    .map_err(|e| format!("/stats is not JSON: {e}"))
-            });
-        let (stats, error) = match r {
-            Ok(v) => (v, None),
-            Err(e) => {
-                progress(format!("warning: balancer stats of {}: {e}", b.node));
-                (serde_json::Value::Null, Some(e))
-            }
-        };
-        balancers.push(BalancerStats {
-            node: b.node.clone(),
-            stats,
-            error,
-        });
-    }
-    let table_of_lbs: Vec<String> = lbs
+    Ok((requests, stats))
+}
+
+/// Phase 4a: the requests every web server answered so far.
+pub(crate) fn collect_served(servers: &[ServerPlan]) -> Result<Vec<Served>, RunError> {
+    servers
         .iter()
+        .map(|s| {
+            let (requests, stats) = server_stats(&s.node, SocketAddr::V4(s.listen[0]), &s.name)?;
+            Ok(Served {
+                node: s.node.clone(),
+                name: s.name.clone(),
+                role: s.role,
+                requests,
+                stats,
+            })
+        })
+        .collect()
+}
+
+/// A balancer's `/stats` as JSON.
+pub(crate) fn balancer_stats(b: &BalancerPlan) -> Result<serde_json::Value, String> {
+    http_get(
+        &netns_name(&b.node),
+        SocketAddr::V4(b.control),
+        "/stats",
+        FETCH_TIMEOUT,
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|body| {
+        serde_json::from_str::<serde_json::Value>(&body)
+            .map_err(|e| format!("/stats is not JSON: {e}"))
+    })
+}
+
+/// Phase 4b: every balancer's `/stats` (a failure is recorded and warned
+/// about, not fatal: the clients' figures stand on their own).
+pub(crate) fn collect_balancer_stats(lbs: &[BalancerPlan]) -> Vec<BalancerStats> {
+    lbs.iter()
+        .map(|b| {
+            let (stats, error) = match balancer_stats(b) {
+                Ok(v) => (v, None),
+                Err(e) => {
+                    progress(format!("warning: balancer stats of {}: {e}", b.node));
+                    (serde_json::Value::Null, Some(e))
+                }
+            };
+            BalancerStats {
+                node: b.node.clone(),
+                stats,
+                error,
+            }
+        })
+        .collect()
+}
+
+/// Phase 4c: `balancer stats` of each balancer, as printed tables.
+pub(crate) fn balancer_tables(tb: &Testbed, bins: &Binaries, lbs: &[BalancerPlan]) -> Vec<String> {
+    lbs.iter()
         .filter_map(|b| {
             let argv = vec![
                 bins.balancer.display().to_string(),
@@ -604,11 +596,65 @@ fn run_on(
                     format!("{}:\n{}\n", b.node, text.trim_end())
                 })
         })
-        .collect();
-    procs.stop_all();
-    drop(loadgens);
+        .collect()
+}
 
-    let served_total = served.iter().map(|s| s.requests).sum();
+/// Phase 5: pretty JSON with a final newline, written atomically.
+pub fn write_json(value: &impl Serialize, path: &Path) -> Result<(), RunError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| RunError::Results {
+        what: format!("serialising {}", path.display()),
+        detail: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    loadgen::json_out::write_bytes_atomic(&bytes, path)
+        .map_err(io_err(format!("writing {}", path.display())))
+}
+
+fn run_on(
+    tb: &Testbed,
+    bins: &Binaries,
+    opts: &RunOptions,
+    flag: &AtomicBool,
+) -> Result<RunRecord, RunError> {
+    let spec = &opts.spec;
+    let started = unix_ms();
+    let out = make_run_dir(&opts.out_dir, &[])?;
+    progress(format!("point: {}", spec.describe()));
+    progress(format!("run directory {}", out.display()));
+    let site = Site {
+        tb,
+        bins,
+        out: &out,
+        prefix: "",
+        flag,
+    };
+    let mut procs = Procs::default();
+    let servers = spec.servers();
+    let work = spec.profile.server_work_us;
+    start_servers(site, &servers, spec.server_threads, work, &mut procs)?;
+    progress(format!("{} web server(s) listening", servers.len()));
+    let lbs = spec.balancers()?;
+    start_balancers(site, &lbs, &mut procs)?;
+    progress(format!("{} balancer(s) ready", lbs.len()));
+
+    let clients = spec.client_nodes();
+    let budget = client_budget_s(spec);
+    progress(format!(
+        "{} client(s) running (up to {budget:.0} s)",
+        clients.len()
+    ));
+    let merged = run_loadgens(site, &clients, |i, json| spec.client_args(i, json), budget)?;
+    progress(format!(
+        "clients done: {} replies, {} errors",
+        merged.replies(),
+        merged.errors_total()
+    ));
+
+    let served = collect_served(&servers)?;
+    let balancers = collect_balancer_stats(&lbs);
+    let tables = balancer_tables(tb, bins, &lbs);
+    procs.stop_all();
+
     let record = RunRecord {
         schema: RESULT_SCHEMA.into(),
         spec: spec.clone(),
@@ -617,21 +663,21 @@ fn run_on(
         started_unix_ms: started,
         finished_unix_ms: unix_ms(),
         loadgen: merged,
+        served_total: served.iter().map(|s| s.requests).sum(),
         served,
-        served_total,
         balancers,
     };
     let json_path = opts.json.clone().unwrap_or_else(|| out.join("result.json"));
-    let mut bytes = serde_json::to_vec_pretty(&record).map_err(|e| RunError::Results {
-        what: "serialising the record".into(),
-        detail: e.to_string(),
-    })?;
-    bytes.push(b'\n');
-    loadgen::json_out::write_bytes_atomic(&bytes, &json_path)
-        .map_err(io_err(format!("writing {}", json_path.display())))?;
+    write_json(&record, &json_path)?;
+    print_point(&record, &tables);
+    progress(format!("result written to {}", json_path.display()));
+    Ok(record)
+}
 
+/// Phase 6: the httperf-style summary, served-by table and balancer tables.
+fn print_point(record: &RunRecord, tables: &[String]) {
     let mut stdout = io::stdout().lock();
-    let _ = writeln!(stdout, "# {}", spec.describe());
+    let _ = writeln!(stdout, "# {}", record.spec.describe());
     let _ = loadgen::httperf_fmt::write_summary(&record.loadgen, &mut stdout);
     let _ = writeln!(stdout);
     let _ = write!(
@@ -639,14 +685,11 @@ fn run_on(
         "{}",
         served_table(&record.served, record.loadgen.replies())
     );
-    for t in table_of_lbs {
+    for t in tables {
         let _ = write!(stdout, "\nBalancer {t}");
     }
     let _ = stdout.flush();
-    progress(format!("result written to {}", json_path.display()));
-    Ok(record)
 }
-
 /// `harness demo`: the same point with bi-active on, then off, each on a
 /// fresh testbed; prints both results and a side-by-side table.
 pub fn demo(opts: &RunOptions) -> Result<(RunRecord, RunRecord), RunError> {
@@ -691,19 +734,6 @@ mod tests {
         assert_eq!(
             Binaries::find(d.path()).unwrap().balancer,
             d.path().join("balancer")
-        );
-    }
-
-    #[test]
-    fn log_tails() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("x.log");
-        assert!(log_tail(&p).contains("is empty"));
-        std::fs::write(&p, (1..=10).map(|i| format!("l{i}\n")).collect::<String>()).unwrap();
-        let t = log_tail(&p);
-        assert!(
-            t.contains("l10") && t.contains("l5") && !t.contains("l4"),
-            "{t}"
         );
     }
 

@@ -162,7 +162,7 @@ pub enum TopologyError {
 }
 
 /// Names accepted by [`Topology::builtin`].
-pub const BUILTIN_TOPOLOGIES: &[&str] = &["1lb-1rs", "2lb-2rs", "1lb-1rs-dr"];
+pub const BUILTIN_TOPOLOGIES: &[&str] = &["1lb-1rs", "2lb-2rs", "1lb-1rs-dr", "2lb-2rs-dr"];
 
 /// The client LAN.
 pub const CLIENT_NET: Ipv4Net = Ipv4Net::new(Ipv4Addr::new(198, 18, 0, 0), 24);
@@ -196,6 +196,7 @@ impl Topology {
             "1lb-1rs" => Some(Topology::cluster(name, 1, 1, false)),
             "2lb-2rs" => Some(Topology::cluster(name, 2, 1, false)),
             "1lb-1rs-dr" => Some(Topology::cluster(name, 1, 1, true)),
+            "2lb-2rs-dr" => Some(Topology::cluster(name, 2, 1, true)),
             _ => None,
         }
     }
@@ -595,6 +596,18 @@ mod tests {
         assert!(dr.holds_vip(rs1));
         assert_eq!(rs1.routes[0].via, Ipv4Addr::new(198, 18, 11, 254));
         assert_eq!(dr.node("router").unwrap().ifaces.len(), 3);
+
+        // Two sub-clusters in DR: the router has a leg on each, and each
+        // real server replies through the leg on its own sub-cluster.
+        let dr2 = Topology::builtin("2lb-2rs-dr").unwrap();
+        let legs: Vec<String> = dr2.node("router").unwrap().ifaces[2..]
+            .iter()
+            .map(|f| format!("{}={}", f.segment, f.addrs[0].addr))
+            .collect();
+        assert_eq!(legs, ["sc1=198.18.11.254/24", "sc2=198.18.12.254/24"]);
+        let rs2 = dr2.node("rs2").unwrap();
+        assert!(dr2.holds_vip(rs2));
+        assert_eq!(rs2.routes[0].via, Ipv4Addr::new(198, 18, 12, 254));
     }
 
     #[test]

@@ -59,18 +59,18 @@
 //! connections the generator started more than 1 ms late (a CPU-bound generator).
 //!
 //! Measured with `python3 scripts/bench.py --only overload --repeat 3` (medians of 3 alternating
-//! runs; capacity = wrk -c64 close-per-request, 19 022 req/s in that run; reply rate is httperf's
-//! sampled figure; CPU from each tool's own CPU line, per reply):
+//! runs; capacity = wrk -c64 close-per-request, 16 359 req/s in that run; reply rate is
+//! httperf's sampled figure; CPU from each tool's own CPU line, per reply):
 //!
-//! | offered (conn/s)      | httperf 0.9.0       | loadgen              | loadgen before the cap |
-//! |-----------------------|---------------------|----------------------|------------------------|
-//! | 9 511 (half)          | 9 509, 104.6 µs CPU | 9 510, 87.4 µs CPU   | -                      |
-//! | 19 022 (capacity)     | 13 908              | 17 304               | -                      |
-//! | 57 065 (3x)           | 13 078              | 17 778               | 622 (at 42 000, 2 runs)|
+//! | offered (conn/s)  | httperf 0.9.0        | loadgen (cap 1 024)  | loadgen, no cap          |
+//! |-------------------|----------------------|----------------------|--------------------------|
+//! | 8 179 (half)      | 8 174, 121.7 µs CPU  | 8 179, 101.9 µs CPU  | -                        |
+//! | 16 359 (capacity) | 13 845               | 15 159               | -                        |
+//! | 49 077 (3x)       | 13 101               | 16 843               | 622 (42 000, other run)  |
 //!
-//! A cap of 1 024 and of 4 096 gave the same reply rates at 3x within the machine's noise
-//! (13 254 vs 12 728 replies/s, 2 alternating runs at 42 000 conn/s); 4 096 leaves more room for
-//! slow replies below saturation.
+//! Caps of 1 024 and 4 096 gave the same reply rates at 3x within this machine's noise (13 254
+//! vs 12 728 replies/s, 2 alternating runs at 42 000 conn/s); the default is httperf's 1 024 so
+//! that both tools queue the same work on an overloaded server.
 //!
 //! Timing: schedules are absolute (`start + offset`), so late wake-ups never accumulate drift;
 //! a wake-up issues every arrival already due. The driver sleeps on a [`Pacer`] (a timerfd in

@@ -307,15 +307,22 @@ impl Reproduction {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
-        let value: serde_json::Value = serde_json::from_str(text).map_err(json_err)?;
-        let found = value.get("schema").and_then(|s| s.as_str()).unwrap_or("");
+        // Only the schema first (any other field ignored), then the text itself: going through
+        // `serde_json::Value` would turn loadgen's u128 sums above u64::MAX into floats.
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(default)]
+            schema: Option<serde_json::Value>,
+        }
+        let head: Head = serde_json::from_str(text).map_err(json_err)?;
+        let found = head.schema.as_ref().and_then(|s| s.as_str()).unwrap_or("");
         if found != SCHEMA {
             return Err(ModelError::Schema {
                 path: path.to_path_buf(),
                 found: found.to_string(),
             });
         }
-        serde_json::from_value(value).map_err(json_err)
+        serde_json::from_str(text).map_err(json_err)
     }
 
     /// Read `path` (a `results.json`, or a result directory containing one).
@@ -634,6 +641,25 @@ mod tests {
         assert_eq!(path, dir.path().join(RESULTS_FILE));
         assert_eq!(Reproduction::read(dir.path()).expect("read dir"), r);
         assert_eq!(Reproduction::read(&path).expect("read file"), r);
+    }
+
+    #[test]
+    fn u128_sums_above_u64_survive_a_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = Reproduction::new(
+            "harness reproduce".into(),
+            spec(),
+            serde_json::Value::Null,
+            BTreeMap::new(),
+            1,
+        );
+        let mut lg = loadgen_result(10, vec![2], 0);
+        lg.moments.latency.sum_sq_ns2 = u128::from(u64::MAX) * 4;
+        let mut p = point(Measured::from_loadgen(&lg));
+        p.loadgen = Some(lg);
+        r.points.push(p);
+        r.write_atomic(dir.path()).expect("write");
+        assert_eq!(Reproduction::read(dir.path()).expect("read back"), r);
     }
 
     #[test]

@@ -182,6 +182,8 @@ struct Loop {
     ready_line: Option<String>,
     drain: Duration,
     drain_until: Option<Instant>,
+    /// When the drain last looked for flows left.
+    flows_checked: Instant,
     checks: Option<Checks>,
     /// Withdrawn by the operator (`POST /drain`).
     drained: bool,
@@ -314,6 +316,7 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         cluster,
         drain: Duration::from_millis(cfg.cluster.heartbeat.drain_ms.into()),
         drain_until: None,
+        flows_checked: now,
         checks,
         drained: false,
         tables,
@@ -793,7 +796,18 @@ impl Loop {
                 self.drain_until = Some(Instant::now() + self.drain);
                 true
             }
-            Some(t) => Instant::now() < t && self.flows_left(),
+            Some(t) => {
+                let now = Instant::now();
+                if now >= t {
+                    return false;
+                }
+                // A full table scan: at most once per tick.
+                if now.duration_since(self.flows_checked) < self.tick {
+                    return true;
+                }
+                self.flows_checked = now;
+                self.flows_left()
+            }
         }
     }
 

@@ -101,6 +101,19 @@ impl Proc {
         }
         p
     }
+    /// Waits up to `within` for the process to exit (panics with `what`
+    /// otherwise) and returns its status.
+    pub fn wait_exit(&mut self, within: Duration, what: &str) -> std::process::ExitStatus {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(t0.elapsed() < within, "{what}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
@@ -142,4 +155,20 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// In namespace `ns`, the kernel must not take the VIP's frames arriving on
+/// `front` itself (the VIP lives on a TUN there): only the user-space
+/// balancer moves them.
+pub fn drop_vip_on_front(ns: &str, vip: &str) {
+    in_ns(
+        ns,
+        &[
+            "nft",
+            &format!(
+                "add table ip bal; add chain ip bal pre {{ type filter hook prerouting priority -300; }}; \
+                 add rule ip bal pre iifname front ip daddr {vip} drop"
+            ),
+        ],
+    );
 }

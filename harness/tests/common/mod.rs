@@ -20,9 +20,14 @@ pub fn serial() -> Lock {
         .expect("another namespace test run holds /run/bal-harness-tests/lock")
 }
 
-/// Prints the loud SKIP line.
+/// Prints the loud SKIP line; under CI (`CI` set) a skip is a failure.
 pub fn skip(test: &str) {
-    eprintln!("\n!!!!!!!! SKIP {test}: needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN); NOTHING WAS TESTED !!!!!!!!\n");
+    let msg =
+        format!("SKIP {test}: needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN); NOTHING WAS TESTED");
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg} -- under CI this is a failure");
+    }
+    eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
 }
 
 /// The directory of the test executable's sibling binaries:
