@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         None => 1_000_000,
     };
     let (rss0, _) = rss_kib();
-    let mut ct = Conntrack::new(n, Timeouts::default(), 9);
+    let mut ct = Conntrack::new(n, Timeouts::default(), 9)?;
     let (rss_alloc, _) = rss_kib();
     let start = Instant::now();
     for i in 0..n as u32 {
@@ -52,6 +52,7 @@ fn main() -> anyhow::Result<()> {
                     method: Method::Nat,
                     real: SocketAddrV4::new(Ipv4Addr::new(198, 18, 11, 12 + (i % 8) as u8), 80),
                     front_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                    isn: i,
                 },
             )
             .map_err(|e| anyhow::anyhow!("insert {i}: {e}"))?;

@@ -112,5 +112,18 @@ fn main() -> anyhow::Result<()> {
     for (k, v) in &outcomes {
         println!("  {k:<28} {v:>12}");
     }
+    // Counters that are not actions (summed over the balancers).
+    let snaps: Vec<_> = bs.iter().map(|b| b.snapshot()).collect();
+    let sum = |f: fn(&balancer::counters::Snapshot) -> u64| snaps.iter().map(f).sum::<u64>();
+    println!(
+        "  {:<28} {:>12}",
+        "icmp_forwarded",
+        sum(|s| s.icmp_forwarded)
+    );
+    println!(
+        "  {:<28} {:>12}",
+        "syn_recv_new_isn",
+        sum(|s| s.syn_recv_new_isn)
+    );
     Ok(())
 }

@@ -66,6 +66,15 @@ pub fn tcp_checksum(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> u16 {
     !fold(acc)
 }
 
+/// Whether a TCP segment (header + payload, checksum field included)
+/// verifies against its pseudo-header: the one's complement sum of all of
+/// it is 0xffff (RFC 1071 section 1, verification). Either representation
+/// of zero in the checksum field is accepted.
+pub fn tcp_verifies(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> bool {
+    let acc = pseudo_header_sum(src, dst, IPPROTO_TCP, segment.len() as u16);
+    fold(sum_words(segment, acc)) == 0xffff
+}
+
 /// RFC 1624 eqn. 3: the new checksum after one 16-bit word of the covered
 /// data changed from `old` to `new`: `HC' = ~(~HC + ~m + m')`.
 pub fn update16(hc: u16, old: u16, new: u16) -> u16 {

@@ -159,6 +159,10 @@ pub struct RunArgs {
     /// Connection table capacity (entries).
     #[arg(long = "table-size", value_name = "N")]
     pub table_size: Option<usize>,
+    /// Whether input frames' IPv4 header and TCP checksums are verified (default on;
+    /// off only where offloads leave them partial).
+    #[arg(long = "verify-checksums", value_enum, value_name = "on|off")]
+    pub verify_checksums: Option<OnOff>,
     /// A TCP state timeout in seconds, e.g. `--timeout established=300` (repeatable). States:
     /// none, established, syn_sent, syn_recv, fin_wait, time_wait, close, close_wait,
     /// last_ack, listen, synack.
@@ -189,6 +193,10 @@ pub struct RunArgs {
     #[arg(long = "drain-ms", value_name = "MS",
           value_parser = clap::value_parser!(u32).range(0..=3_600_000))]
     pub drain_ms: Option<u32>,
+    /// Seed of the ownership and sh/mh flow hashes, `0x` and 1..=16 hex digits: the same on
+    /// every balancer of the cluster, and secret (default 0, or the file's cluster.hash_seed).
+    #[arg(long = "hash-seed", value_name = "0xHEX", value_parser = parse_hash_seed)]
+    pub hash_seed: Option<u64>,
     /// Health check of every target (local server included): `http` (GET --health-path,
     /// expecting --health-status), `tcp` (connect) or `none` (default, unless the file has
     /// a [health] section).
@@ -502,6 +510,7 @@ pub fn apply_flags(base: Option<Config>, a: &RunArgs) -> Result<Config, BuildErr
                 forwarding: Forwarding::Nat,
                 timeouts: Default::default(),
                 table_size: balancer::config::DEFAULT_TABLE_SIZE,
+                verify_checksums: true,
                 cluster: Default::default(),
                 health: Default::default(),
             }
@@ -554,6 +563,9 @@ pub fn apply_flags(base: Option<Config>, a: &RunArgs) -> Result<Config, BuildErr
     if let Some(n) = a.table_size {
         c.table_size = n;
     }
+    if let Some(v) = a.verify_checksums {
+        c.verify_checksums = v == OnOff::On;
+    }
     for (name, secs) in &a.timeouts {
         for (n, slot) in c.timeouts.fields_mut() {
             if n == name {
@@ -591,6 +603,14 @@ fn apply_cluster_flags(c: &mut Config, a: &RunArgs) {
     if let Some(v) = a.drain_ms {
         h.drain_ms = v;
     }
+    if let Some(s) = a.hash_seed {
+        c.cluster.hash_seed = s;
+    }
+}
+
+fn parse_hash_seed(s: &str) -> Result<u64, String> {
+    balancer::config::parse_seed(s)
+        .ok_or_else(|| format!("expected \"0x\" and 1..=16 hex digits, got {s:?}"))
 }
 
 fn apply_health_flags(c: &mut Config, a: &RunArgs) {
@@ -681,6 +701,8 @@ mod tests {
             "fin-wait=5",
             "--table-size",
             "1000",
+            "--verify-checksums",
+            "off",
         ]);
         let c = apply_flags(None, &a).unwrap();
         assert_eq!(c.front_interface, "front");
@@ -697,6 +719,24 @@ mod tests {
         assert_eq!(c.timeouts.established, 300);
         assert_eq!(c.timeouts.fin_wait, 5);
         assert_eq!(c.table_size, 1000);
+        assert!(!c.verify_checksums);
+        assert!(
+            apply_flags(
+                None,
+                &args(&[
+                    "--front",
+                    "f",
+                    "--back",
+                    "b",
+                    "--vip",
+                    "198.19.1.100:80",
+                    "--real",
+                    "198.19.2.11"
+                ])
+            )
+            .unwrap()
+            .verify_checksums
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! forwarding = "nat"         # nat | dr (for the real servers)
 //! bi_active = true           # the local server takes flows too
 //! table_size = 1048576       # connection table capacity
+//! verify_checksums = true    # drop input whose IPv4 header or TCP checksum is wrong
 //!
 //! [interfaces]
 //! front = "lb1-front"
@@ -44,6 +45,8 @@
 //! heartbeat_group = "239.255.77.1"  # multicast group on front (TTL 1)
 //! heartbeat_port = 7946
 //! drain_ms = 5000            # after SIGTERM: keep serving established flows this long
+//! hash_seed = "0x1f2e3d4c5b6a7988"  # keys the ownership and sh/mh flow hashes: the same
+//!                            # on every balancer, secret (default 0: the seedless hash)
 //!
 //! [health]                   # health checks of every target (opt-in: default check = "none")
 //! check = "http"             # http | tcp | none
@@ -73,7 +76,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
-use crate::conntrack::{Timeouts, MAX_CAPACITY};
+use crate::conntrack::{table_bytes, Timeouts, MAX_CAPACITY};
 use crate::ownership::{Member, MAX_MEMBERS, MAX_MEMBER_WEIGHT};
 use crate::sched::SchedulerKind;
 use crate::wire::MacAddr;
@@ -181,6 +184,11 @@ pub struct Cluster {
     pub key: Option<KeySource>,
     /// Heartbeat timing.
     pub heartbeat: HeartbeatSettings,
+    /// Seed of the ownership and flow hashes (sh, mh): every balancer of a
+    /// cluster must use the same one, and it should be secret, so that an
+    /// outsider cannot aim traffic at one bucket. 0 (the default) keeps
+    /// the seedless hash, deterministic across builds.
+    pub hash_seed: u64,
 }
 
 impl Cluster {
@@ -197,6 +205,7 @@ impl Default for Cluster {
             members: vec![Member { id: 1, weight: 1 }],
             key: None,
             heartbeat: HeartbeatSettings::default(),
+            hash_seed: 0,
         }
     }
 }
@@ -287,6 +296,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Connection table capacity.
     pub table_size: usize,
+    /// Whether input frames' IPv4 header and TCP checksums are verified
+    /// (RFC 1071); off only where a NIC or veth left them partial.
+    pub verify_checksums: bool,
     /// Ownership.
     pub cluster: Cluster,
     /// Health checks.
@@ -487,6 +499,7 @@ const TOP: &[&str] = &[
     "forwarding",
     "timeouts",
     "table_size",
+    "verify_checksums",
     "cluster",
     "health",
 ];
@@ -517,6 +530,7 @@ const CLUSTER: &[&str] = &[
     "heartbeat_group",
     "heartbeat_port",
     "drain_ms",
+    "hash_seed",
 ];
 const HEALTH: &[&str] = &[
     "check",
@@ -582,7 +596,32 @@ fn parse_cluster(c: &Reader<'_>) -> Result<Cluster, ConfigError> {
         members,
         key,
         heartbeat,
+        hash_seed: parse_hash_seed(c)?,
     })
+}
+
+/// What `cluster.hash_seed` accepts.
+const HASH_SEED_EXPECTED: &str =
+    "a 64-bit seed: \"0x\" and 1..=16 hex digits, or a non-negative integer";
+
+/// `cluster.hash_seed`: a hex string covers all 64 bits (TOML integers are signed).
+fn parse_hash_seed(c: &Reader<'_>) -> Result<u64, ConfigError> {
+    match c.get("hash_seed") {
+        None => Ok(0),
+        Some(Value::Integer(i)) if *i >= 0 => Ok(*i as u64),
+        Some(Value::String(s)) => parse_seed(s)
+            .ok_or_else(|| invalid(&c.p("hash_seed"), HASH_SEED_EXPECTED, format!("{s:?}"))),
+        Some(v) => Err(invalid(&c.p("hash_seed"), HASH_SEED_EXPECTED, show(v))),
+    }
+}
+
+/// Parses `0x` followed by 1..=16 hex digits (the CLI flag uses it too).
+pub fn parse_seed(s: &str) -> Option<u64> {
+    let hex = s.strip_prefix("0x")?;
+    if hex.is_empty() || hex.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
 }
 
 fn parse_health(h: &Reader<'_>) -> Result<HealthSettings, ConfigError> {
@@ -649,6 +688,15 @@ pub const MAX_DEAD_AFTER: i64 = 100;
 pub const MAX_DRAIN_MS: i64 = 3_600_000;
 /// Largest `rise` / `fall`.
 pub const MAX_RISE_FALL: i64 = 100;
+
+/// What `table_size` accepts, with the memory it costs, for error messages.
+fn table_size_expected() -> String {
+    format!(
+        "an integer 1..={MAX_CAPACITY} (the connection table reserves about {} bytes per entry up front, {:.1} GiB at the limit)",
+        table_bytes(1 << 20) >> 20,
+        table_bytes(MAX_CAPACITY) as f64 / f64::from(1u32 << 30)
+    )
+}
 
 impl Config {
     /// Parses and validates a TOML configuration.
@@ -731,9 +779,12 @@ impl Config {
                 }
             }
         }
-        let table_size = r
-            .int("table_size", 1, MAX_CAPACITY as i64)?
-            .map_or(DEFAULT_TABLE_SIZE, |v| v as usize);
+        let table_size = match r.get("table_size") {
+            None => DEFAULT_TABLE_SIZE,
+            Some(Value::Integer(i)) if (1..=MAX_CAPACITY as i64).contains(i) => *i as usize,
+            Some(v) => return Err(invalid("table_size", &table_size_expected(), show(v))),
+        };
+        let verify_checksums = r.bool("verify_checksums")?.unwrap_or(true);
 
         let cluster = match r.table("cluster", CLUSTER)? {
             None => Cluster::default(),
@@ -755,6 +806,7 @@ impl Config {
             forwarding,
             timeouts,
             table_size,
+            verify_checksums,
             cluster,
             health,
         };
@@ -871,7 +923,7 @@ impl Config {
         if self.table_size == 0 || self.table_size > MAX_CAPACITY {
             return Err(invalid(
                 "table_size",
-                &format!("an integer 1..={MAX_CAPACITY}"),
+                &table_size_expected(),
                 self.table_size,
             ));
         }
@@ -991,6 +1043,10 @@ impl Config {
         root.insert("bi_active".into(), Value::Boolean(self.bi_active));
         root.insert("table_size".into(), i(self.table_size as i64));
         root.insert(
+            "verify_checksums".into(),
+            Value::Boolean(self.verify_checksums),
+        );
+        root.insert(
             "interfaces".into(),
             tbl(vec![
                 ("front", s(&self.front_interface)),
@@ -1061,6 +1117,10 @@ impl Config {
             t.insert(k.into(), Value::Integer(v.into()));
         }
         t.insert("heartbeat_group".into(), Value::String(h.group.to_string()));
+        t.insert(
+            "hash_seed".into(),
+            Value::String(format!("{:#018x}", c.hash_seed)),
+        );
         Value::Table(t)
     }
 
@@ -1219,6 +1279,31 @@ path = "/health"
     }
 
     #[test]
+    fn hash_seed_forms_and_errors() {
+        let with = |v: &str| GOOD.replace("[cluster]\n", &format!("[cluster]\nhash_seed = {v}\n"));
+        assert!(GOOD.contains("[cluster]\n"));
+        let seed = |v: &str| Config::from_toml_str(&with(v)).map(|c| c.cluster.hash_seed);
+        assert_eq!(seed("\"0xffffffffffffffff\""), Ok(u64::MAX));
+        assert_eq!(seed("\"0x2a\""), Ok(42));
+        assert_eq!(seed("42"), Ok(42));
+        assert_eq!(Config::from_toml_str(GOOD).unwrap().cluster.hash_seed, 0);
+        for bad in [
+            "\"42\"",
+            "\"0x\"",
+            "\"0x1ffffffffffffffff\"",
+            "\"0xzz\"",
+            "-1",
+            "true",
+        ] {
+            let e = err(&with(bad));
+            assert!(
+                e.starts_with("cluster.hash_seed: expected a 64-bit seed: \"0x\" and 1..=16 hex digits, or a non-negative integer, got "),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn precise_errors() {
         let bad_weight = GOOD.replace("port = 8080", "port = 8080\nweight = -3");
         assert_eq!(
@@ -1306,6 +1391,7 @@ path = "/health"
         assert_eq!(c.forwarding, Forwarding::Nat);
         assert_eq!(c.timeouts, Timeouts::default());
         assert_eq!(c.table_size, DEFAULT_TABLE_SIZE);
+        assert!(c.verify_checksums);
         assert_eq!(c.cluster, Cluster::default());
         assert_eq!(c.health, HealthSettings::default());
     }
@@ -1342,10 +1428,10 @@ path = "/health"
                     "/[a-z0-9/._-]{1,30}".prop_map(|p| KeySource::File(p.into())),
                 ],
                 (10u32..=60_000, 2u32..=100, 1u16.., 0u32..=3_600_000),
-                (224u8..=239, any::<[u8; 3]>()),
+                (224u8..=239, any::<[u8; 3]>(), any::<u64>()),
             )
                 .prop_map(
-                    |(ms, pick, key, (iv, dead, port, drain), (a, [b, c, d]))| {
+                    |(ms, pick, key, (iv, dead, port, drain), (a, [b, c, d], hash_seed))| {
                         let members: Vec<Member> = ms
                             .into_iter()
                             .map(|(id, weight)| Member { id, weight })
@@ -1367,6 +1453,7 @@ path = "/health"
                                 port,
                                 drain_ms: drain,
                             },
+                            hash_seed,
                         }
                     },
                 )
@@ -1402,7 +1489,12 @@ path = "/health"
                 ("[a-z0-9.-]{1,15}", "[a-z0-9.-]{1,15}", ipv4(), 1u16..),
                 (any::<bool>(), ipv4(), 0u32..=MAX_WEIGHT as u32),
                 proptest::collection::vec(real(), 0..4),
-                (0usize..6, any::<bool>(), 1usize..=MAX_CAPACITY),
+                (
+                    0usize..6,
+                    any::<bool>(),
+                    1usize..=MAX_CAPACITY,
+                    any::<bool>(),
+                ),
                 proptest::array::uniform11(1u32..=MAX_TIMEOUT as u32),
                 cluster(),
                 health(),
@@ -1412,7 +1504,7 @@ path = "/health"
                         (f, b, vip, port),
                         (bi, laddr, lw),
                         reals,
-                        (sched, dr, table_size),
+                        (sched, dr, table_size, verify_checksums),
                         t,
                         cluster,
                         health,
@@ -1454,6 +1546,7 @@ path = "/health"
                             forwarding,
                             timeouts,
                             table_size,
+                            verify_checksums,
                             cluster,
                             health,
                         }

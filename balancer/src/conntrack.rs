@@ -32,13 +32,13 @@
 //! flow is refused ([`TableFull`]) instead: live connections are never
 //! broken to admit new ones; the client's SYN retransmission retries.
 //!
-//! **Memory per entry**: `size_of::<Slot>()` = 40 bytes in the slab, plus
+//! **Memory per entry**: `size_of::<Slot>()` = 48 bytes in the slab, plus
 //! the forward index `HashMap<u64, u32>` (16 bytes + 1 control byte per
 //! bucket, buckets = next power of two of capacity * 8/7) and, for NAT
 //! entries, the same again for the reply index. For a capacity of 2^20:
-//! 40 MiB + 2 * 2^21 * 17 B = 108 MiB when full. Measured with
+//! 48 MiB + 2 * 2^21 * 17 B = 116 MiB when full. Measured with
 //! `cargo run --release -p balancer --example conntrack_mem`: 1,000,000 NAT
-//! entries take 106 MiB (111 bytes/entry), process RSS 108 MiB.
+//! entries take 114 MiB (119 bytes/entry), process RSS 116 MiB.
 
 #![forbid(unsafe_code)]
 
@@ -116,17 +116,24 @@ impl TcpState {
     /// Whether an initial SYN (SYN without ACK/RST) from the client on an
     /// entry in this state opens a *new* connection on the same tuple
     /// (port reuse, e.g. `tcp_tw_reuse`), rather than retransmitting the
-    /// SYN of the current one. Only SYN_RECV (a retransmission) and
-    /// ESTABLISHED (a stray SYN the server's stack answers with a challenge
-    /// ACK) keep following the entry. This is LVS's `conn_reuse_mode`
+    /// SYN of the current one. Only SYN_RECV with the entry's ISN
+    /// (`same_isn`: a retransmission) and ESTABLISHED (a stray SYN the
+    /// server's stack answers with a challenge ACK) keep following the
+    /// entry; a SYN_RECV entry hit by a SYN with another ISN is a new
+    /// connection (the client gave up on the first and reused the port,
+    /// or the first SYN was spoofed), so it is scheduled anew. This is LVS's `conn_reuse_mode`
     /// (`is_new_conn_expected`: TIME_WAIT, CLOSE, and FIN_WAIT of
     /// input-only flows with bit 2), extended to every closing state: a
     /// client sends an initial SYN only once its previous connection on
     /// the tuple is gone, and an input-only (local, DR) flow whose client
     /// closed first ends in FIN_WAIT, not TIME_WAIT, so following it would
     /// send the new flow to the old target uncounted.
-    pub fn initial_syn_starts_new_flow(self) -> bool {
-        !matches!(self, TcpState::SynRecv | TcpState::Established)
+    pub fn initial_syn_starts_new_flow(self, same_isn: bool) -> bool {
+        match self {
+            TcpState::SynRecv => !same_isn,
+            TcpState::Established => false,
+            _ => true,
+        }
     }
     fn from_u8(v: u8) -> TcpState {
         TcpState::ALL
@@ -336,6 +343,9 @@ pub struct NewConn {
     pub real: SocketAddrV4,
     /// Source MAC of the client's frame: where replies are sent.
     pub front_mac: MacAddr,
+    /// The client's initial sequence number (its SYN's), which tells a
+    /// retransmitted SYN from a new connection on the same tuple.
+    pub isn: u32,
 }
 
 /// A read-only view of an entry.
@@ -355,6 +365,8 @@ pub struct Conn {
     pub state: TcpState,
     /// When it expires unless another packet arrives.
     pub expires: Duration,
+    /// The client's initial sequence number.
+    pub isn: u32,
 }
 
 /// Handle of an entry, valid until the table is next modified.
@@ -394,7 +406,7 @@ pub struct ConntrackCounters {
 const NIL: u32 = u32::MAX;
 const FREE: u8 = 0xff;
 
-/// One table slot (40 bytes; see the module doc for the memory budget).
+/// One table slot (48 bytes, 40 before the ISN was kept; see the module doc for the memory budget).
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     client_ip: u32,
@@ -409,6 +421,7 @@ struct Slot {
     front_mac: [u8; 6],
     state: u8,
     method: u8,
+    isn: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -456,30 +469,71 @@ fn method_of(v: u8) -> Method {
 /// Bytes per slot in the slab (the hash indexes come on top; see the module doc).
 pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 
-/// Largest supported capacity (slot indices are u32, NIL reserved).
-pub const MAX_CAPACITY: usize = 1 << 28;
+/// Largest supported capacity: 2^26 entries, about 7.3 GiB reserved up
+/// front ([`table_bytes`]); beyond that a table no longer fits the
+/// machines this runs on, and an allocation failure would abort.
+pub const MAX_CAPACITY: usize = 1 << 26;
+
+/// Bytes a table of `capacity` entries reserves when it is built: the slab
+/// plus both hash indexes (hashbrown: the next power of two of
+/// `capacity * 8 / 7` buckets of 16 bytes and a control byte each).
+pub fn table_bytes(capacity: usize) -> u64 {
+    let cap = capacity as u64;
+    let buckets = (cap.saturating_mul(8) / 7).max(1).next_power_of_two();
+    cap.saturating_mul(SLOT_BYTES as u64)
+        .saturating_add(buckets.saturating_mul(2 * 17))
+}
+
+/// Why a table could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// Capacity outside `1..=MAX_CAPACITY`.
+    #[error("table_size: expected an integer 1..={max} (about {per} bytes per entry, reserved up front), got {0}", max = MAX_CAPACITY, per = table_bytes(1 << 20) >> 20)]
+    Size(usize),
+    /// The memory could not be reserved.
+    #[error("table_size {capacity}: the connection table needs {mib} MiB up front, which could not be allocated; lower table_size", mib = bytes >> 20)]
+    Alloc {
+        /// Requested entries.
+        capacity: usize,
+        /// Bytes it needs ([`table_bytes`]).
+        bytes: u64,
+    },
+}
 
 impl Conntrack {
-    /// A table for at most `capacity` entries (clamped to 1..=2^28) over
-    /// `n_targets` targets (Local + real servers), reserving all memory now.
-    pub fn new(capacity: usize, timeouts: Timeouts, n_targets: usize) -> Self {
-        let capacity = capacity.clamp(1, MAX_CAPACITY);
-        Self {
-            slots: Vec::with_capacity(capacity),
+    /// A table for at most `capacity` entries (1..=[`MAX_CAPACITY`]) over
+    /// `n_targets` targets (Local + real servers), reserving all memory now
+    /// with fallible allocations, so an oversized table is an error, not an abort.
+    pub fn new(capacity: usize, timeouts: Timeouts, n_targets: usize) -> Result<Self, TableError> {
+        if capacity == 0 || capacity > MAX_CAPACITY {
+            return Err(TableError::Size(capacity));
+        }
+        let alloc = || TableError::Alloc {
+            capacity,
+            bytes: table_bytes(capacity),
+        };
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(capacity).map_err(|_| alloc())?;
+        let mut fwd = HashMap::new();
+        fwd.try_reserve(capacity).map_err(|_| alloc())?;
+        let mut rev = HashMap::new();
+        rev.try_reserve(capacity).map_err(|_| alloc())?;
+        Ok(Self {
+            slots,
             free: NIL,
             lists: [List {
                 head: NIL,
                 tail: NIL,
             }; N_STATES],
-            fwd: HashMap::with_capacity(capacity),
-            rev: HashMap::with_capacity(capacity),
+            fwd,
+            rev,
             capacity,
             len: 0,
             timeouts,
             loads: vec![Load::default(); n_targets],
             counters: ConntrackCounters::default(),
             now_ms: 0,
-        }
+        })
     }
     /// Entries in the table.
     pub fn len(&self) -> usize {
@@ -560,6 +614,7 @@ impl Conntrack {
             front_mac: MacAddr(s.front_mac),
             state: TcpState::from_u8(s.state),
             expires: Duration::from_millis(s.expires_ms),
+            isn: s.isn,
         })
     }
 
@@ -686,6 +741,7 @@ impl Conntrack {
             front_mac: c.front_mac.0,
             state: TcpState::None as u8,
             method: method_u8(c.method),
+            isn: c.isn,
         };
         let i = if self.free != NIL {
             let i = self.free;
@@ -785,6 +841,7 @@ mod tests {
             method,
             real: SocketAddrV4::new(Ipv4Addr::new(198, 18, 11, 12), 80),
             front_mac: MacAddr([2, 0, 0, 0, 0, 9]),
+            isn: i,
         }
     }
 
@@ -793,13 +850,13 @@ mod tests {
     }
 
     #[test]
-    fn slot_is_40_bytes() {
-        assert_eq!(SLOT_BYTES, 40);
+    fn slot_is_48_bytes() {
+        assert_eq!(SLOT_BYTES, 48);
     }
 
     #[test]
     fn nat_lifecycle_follows_lvs_table() {
-        let mut ct = Conntrack::new(16, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(16, Timeouts::default(), 2).unwrap();
         let id = ct.insert(secs(0), conn(1, Method::Nat)).unwrap();
         use Direction::*;
         assert_eq!(ct.update(id, secs(0), Input, SYN), Some(TcpState::SynRecv));
@@ -852,7 +909,7 @@ mod tests {
     #[test]
     fn client_close_and_reset() {
         use Direction::*;
-        let mut ct = Conntrack::new(16, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(16, Timeouts::default(), 2).unwrap();
         let id = ct.insert(secs(0), conn(1, Method::Nat)).unwrap();
         ct.update(id, secs(0), Input, SYN);
         ct.update(id, secs(0), Input, ACK);
@@ -895,7 +952,7 @@ mod tests {
     #[test]
     fn expiry_is_exact_and_driven_by_now() {
         use Direction::*;
-        let mut ct = Conntrack::new(16, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(16, Timeouts::default(), 2).unwrap();
         let a = ct.insert(secs(0), conn(1, Method::Nat)).unwrap();
         ct.update(a, secs(0), Input, SYN); // SYN_RECV, 60 s
         let b = ct.insert(secs(10), conn(2, Method::Nat)).unwrap();
@@ -921,7 +978,7 @@ mod tests {
 
     #[test]
     fn budget_limits_expiry_work() {
-        let mut ct = Conntrack::new(100, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(100, Timeouts::default(), 2).unwrap();
         for i in 0..50 {
             ct.insert(secs(0), conn(i, Method::Nat)).unwrap();
         }
@@ -932,7 +989,7 @@ mod tests {
     #[test]
     fn full_table_evicts_half_open_and_protects_established() {
         use Direction::*;
-        let mut ct = Conntrack::new(3, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(3, Timeouts::default(), 2).unwrap();
         for i in 0..3 {
             let id = ct.insert(secs(u64::from(i)), conn(i, Method::Nat)).unwrap();
             ct.update(id, secs(u64::from(i)), Input, SYN);
@@ -957,7 +1014,7 @@ mod tests {
 
     #[test]
     fn non_monotonic_now_is_clamped() {
-        let mut ct = Conntrack::new(4, Timeouts::default(), 2);
+        let mut ct = Conntrack::new(4, Timeouts::default(), 2).unwrap();
         ct.insert(secs(100), conn(1, Method::Nat)).unwrap();
         let id = ct.insert(secs(50), conn(2, Method::Nat)).unwrap();
         assert_eq!(ct.get(id).unwrap().expires, secs(102));
@@ -988,7 +1045,7 @@ mod tests {
         /// outlives its timer after `expire`.
         #[test]
         fn invariants_hold(ops in proptest::collection::vec(op(), 1..200), cap in 1usize..12) {
-            let mut ct = Conntrack::new(cap, Timeouts { established: 30, ..Timeouts::default() }, 2);
+            let mut ct = Conntrack::new(cap, Timeouts { established: 30, ..Timeouts::default() }, 2).unwrap();
             let mut now = 0u64;
             for o in ops {
                 now += 1;
@@ -1048,5 +1105,28 @@ mod tests {
                 prop_assert_eq!(listed, ct.len());
             }
         }
+    }
+
+    #[test]
+    fn sizes_outside_the_limit_are_errors_not_aborts() {
+        for cap in [0, MAX_CAPACITY + 1, usize::MAX] {
+            assert_eq!(
+                Conntrack::new(cap, Timeouts::default(), 2).unwrap_err(),
+                TableError::Size(cap)
+            );
+        }
+        let e = TableError::Size(usize::MAX).to_string();
+        assert!(
+            e.starts_with("table_size: expected an integer 1..=67108864"),
+            "{e}"
+        );
+        // The estimate matches the module doc's budget (116 MiB for 2^20).
+        assert_eq!(table_bytes(1 << 20) >> 20, 116);
+        assert!(table_bytes(MAX_CAPACITY) < 8 << 30);
+        let e = TableError::Alloc {
+            capacity: MAX_CAPACITY,
+            bytes: table_bytes(MAX_CAPACITY),
+        };
+        assert!(e.to_string().contains("needs 7424 MiB up front"), "{e}");
     }
 }

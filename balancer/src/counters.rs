@@ -35,6 +35,8 @@ pub enum DropReason {
     IpOptions,
     /// IPv4 header checksum wrong.
     BadChecksum,
+    /// TCP checksum wrong (verified when `verify_checksums` is on).
+    BadTcpChecksum,
     /// On `front`: not addressed to the VIP and service port.
     NotForVip,
     /// On `back`: not from a configured real server (NAT replies only).
@@ -49,11 +51,19 @@ pub enum DropReason {
     /// Not a SYN and no connection entry (LVS would pass it to the local
     /// stack; we drop it: another balancer may hold the flow).
     NoConnection,
+    /// ICMP too short, with a bad checksum, or quoting something that is
+    /// not a plain IPv4 header.
+    IcmpMalformed,
+    /// ICMP other than destination unreachable / time exceeded, or about
+    /// something other than TCP (echo requests to the VIP land here).
+    IcmpUnsupported,
+    /// An ICMP error about a flow not in this balancer's table.
+    IcmpNoConnection,
 }
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::NotIpv4,
@@ -61,12 +71,16 @@ impl DropReason {
         DropReason::Fragment,
         DropReason::IpOptions,
         DropReason::BadChecksum,
+        DropReason::BadTcpChecksum,
         DropReason::NotForVip,
         DropReason::NotFromRealServer,
         DropReason::NotOwner,
         DropReason::NoTarget,
         DropReason::TableFull,
         DropReason::NoConnection,
+        DropReason::IcmpMalformed,
+        DropReason::IcmpUnsupported,
+        DropReason::IcmpNoConnection,
     ];
     /// Snake-case name (the JSON key).
     pub fn as_str(self) -> &'static str {
@@ -78,12 +92,16 @@ impl DropReason {
             DropReason::Fragment => "fragment",
             DropReason::IpOptions => "ip_options",
             DropReason::BadChecksum => "bad_checksum",
+            DropReason::BadTcpChecksum => "bad_tcp_checksum",
             DropReason::NotForVip => "not_for_vip",
             DropReason::NotFromRealServer => "not_from_real_server",
             DropReason::NotOwner => "not_owner",
             DropReason::NoTarget => "no_target",
             DropReason::TableFull => "table_full",
             DropReason::NoConnection => "no_connection",
+            DropReason::IcmpMalformed => "icmp_malformed",
+            DropReason::IcmpUnsupported => "icmp_unsupported",
+            DropReason::IcmpNoConnection => "icmp_no_connection",
         }
     }
     fn idx(self) -> usize {
@@ -133,6 +151,11 @@ pub struct Counters {
     pub tx_back: u64,
     /// Packets delivered to the local server.
     pub delivered_local: u64,
+    /// Initial SYNs with a new ISN on a SYN_RECV entry: new flows
+    /// rescheduled, not taken for retransmissions.
+    pub syn_recv_new_isn: u64,
+    /// ICMP errors about flows in the table, rewritten and forwarded.
+    pub icmp_forwarded: u64,
     drops: [u64; DropReason::ALL.len()],
     /// Per target, by `Target::index()`.
     pub targets: Vec<TargetCounters>,
@@ -212,6 +235,13 @@ pub struct Snapshot {
     pub tx_back: u64,
     /// Packets delivered locally.
     pub delivered_local: u64,
+    /// Initial SYNs with a new ISN on a SYN_RECV entry (rescheduled as new flows).
+    #[serde(default)]
+    pub syn_recv_new_isn: u64,
+    /// ICMP errors about flows in the table, rewritten and forwarded
+    /// (fragmentation-needed among them: path MTU discovery).
+    #[serde(default)]
+    pub icmp_forwarded: u64,
     /// Drops by reason.
     pub drops: BTreeMap<String, u64>,
     /// Connection table entries.
@@ -328,6 +358,8 @@ mod tests {
             tx_front: 20,
             tx_back: 30,
             delivered_local: 0,
+            syn_recv_new_isn: 0,
+            icmp_forwarded: 0,
             drops: c.drop_map(),
             conntrack_entries: 3,
             conntrack_capacity: 1024,
@@ -363,8 +395,13 @@ mod tests {
         for r in DropReason::ALL {
             c.drop(r);
         }
-        assert_eq!(c.total_drops(), 13);
-        assert_eq!(c.drop_map().len(), 13);
+        let n = DropReason::ALL.len() as u64;
+        assert_eq!(c.total_drops(), n);
+        assert_eq!(c.drop_map().len() as u64, n);
+        // ALL lists each reason once, in declaration order (idx()).
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.idx(), i);
+        }
         assert_eq!(DropReason::from(WireError::Fragment), DropReason::Fragment);
         // serde names agree with as_str.
         for r in DropReason::ALL {

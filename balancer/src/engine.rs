@@ -10,7 +10,8 @@
 //! Decisions on `front` (client side), in order:
 //! 1. Not Ethernet/IPv4, truncated or malformed: dropped with that reason.
 //!    Not to VIP:port: `NotForVip`. Then a bad IPv4 header checksum,
-//!    fragments, IPv4 options and non-TCP are dropped by reason. IPv4
+//!    fragments, IPv4 options and non-TCP are dropped by reason, and (with
+//!    `verify_checksums`, the default) a bad TCP checksum: `BadTcpChecksum`. IPv4
 //!    options are dropped rather than forwarded: legitimate TCP to a web
 //!    VIP does not carry them, the routers in front drop or slow-path them,
 //!    and source-route/record-route options name addresses a NAT would
@@ -23,7 +24,9 @@
 //!    (TIME_WAIT, CLOSE, FIN_WAIT, CLOSE_WAIT, LAST_ACK, ...) is a client
 //!    reusing the tuple: the old entry is removed and the SYN is handled
 //!    as a new flow below (ownership, scheduling, counting). A SYN on a
-//!    SYN_RECV entry is a retransmission and follows the entry. See
+//!    SYN_RECV entry with the entry's ISN is a retransmission and follows
+//!    the entry; with another ISN it is a new connection, handled as a new
+//!    flow too and counted (`syn_recv_new_isn`). See
 //!    [`crate::conntrack::TcpState::initial_syn_starts_new_flow`].
 //! 3. Otherwise only an initial SYN (SYN without ACK/RST) opens a flow,
 //!    and only on the owning balancer (`NotOwner` elsewhere, silently
@@ -38,7 +41,15 @@
 //!    `DeliverLocal` (the IP packet, unchanged, for the TUN holding the
 //!    VIP), or NAT/DR-rewritten and `Forward { iface: Back }`.
 //!
-//! On `back` only NAT replies are expected: from a configured real server
+//! ICMP destination-unreachable and time-exceeded errors (on `front` to
+//! the VIP, on `back` from the real server side) that quote a packet of a
+//! flow in the table are rewritten and forwarded like the flow ([`icmp`]:
+//! fragmentation-needed must reach the sender for path MTU discovery);
+//! other ICMP is dropped as `IcmpUnsupported`, `IcmpMalformed` or
+//! `IcmpNoConnection`.
+//!
+//! On `back` only NAT replies are expected (their TCP checksum verified
+//! like the client's, when on): from a configured real server
 //! endpoint (else `NotFromRealServer`) to a client with an entry (else
 //! `NoConnection`); they are rewritten to come from VIP:port and sent out
 //! of `front` to the MAC the client's packets came from.
@@ -47,17 +58,19 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, Forwarding};
-use crate::conntrack::{Conn, ConnKey, Conntrack, Direction, Method, NewConn};
+use crate::conntrack::{Conn, ConnKey, Conntrack, Direction, Method, NewConn, TcpState};
 use crate::counters::{Counters, DropReason, Snapshot, TargetSnapshot};
+use crate::icmp::{self, IcmpError, IPPROTO_ICMP};
 use crate::ownership::{Member, Membership, MembershipError, Ownership};
 use crate::rewrite::{self, MacPair};
-use crate::sched::{Candidate, FlowKey, Scheduler, SchedulerKind, Target};
+use crate::sched::{Candidate, FlowKey, HashTable, Scheduler, SchedulerKind, TableRequest, Target};
 use crate::wire::{
-    parse_tcp_frame, tcp_frame_info, EthernetFrame, Ipv4Packet, MacAddr, TcpFrameInfo,
-    ETHERTYPE_IPV4, ETH_HEADER_LEN,
+    check_ipv4, parse_tcp_frame, tcp_checksum_ok, tcp_frame_info, EthernetFrame, Ipv4Packet,
+    MacAddr, TcpFrameInfo, ETHERTYPE_IPV4, ETH_HEADER_LEN,
 };
 
 /// Which interface a frame leaves by.
@@ -109,6 +122,9 @@ pub enum EngineError {
     /// The cluster membership is invalid.
     #[error("cluster membership: {0}")]
     Membership(#[from] MembershipError),
+    /// The connection table could not be reserved.
+    #[error(transparent)]
+    Table(#[from] crate::conntrack::TableError),
 }
 
 /// Entries expired per `tick` at most, so one tick cannot stall the loop.
@@ -128,12 +144,14 @@ pub struct Balancer {
     vip: SocketAddrV4,
     forwarding: Forwarding,
     bi_active: bool,
+    verify_checksums: bool,
     scheduler: Box<dyn Scheduler>,
     scheduler_kind: SchedulerKind,
     targets: Vec<TargetState>,
     by_endpoint: HashMap<SocketAddrV4, Target>,
     conntrack: Conntrack,
     node_id: u32,
+    hash_seed: u64,
     ownership: Ownership,
     macs: Interfaces,
     counters: Counters,
@@ -177,21 +195,58 @@ impl Balancer {
             by_endpoint.insert(rs.endpoint(), t);
         }
         let n = targets.len();
-        Ok(Self {
+        let mut b = Self {
             vip: cfg.vip,
             forwarding: cfg.forwarding,
             bi_active: cfg.bi_active,
-            scheduler: cfg.scheduler.build(),
+            verify_checksums: cfg.verify_checksums,
+            scheduler: cfg.scheduler.build(cfg.cluster.hash_seed, false),
             scheduler_kind: cfg.scheduler,
             targets,
             by_endpoint,
-            conntrack: Conntrack::new(cfg.table_size, cfg.timeouts, n),
+            conntrack: Conntrack::new(cfg.table_size, cfg.timeouts, n)?,
             node_id: cfg.cluster.node_id,
+            hash_seed: cfg.cluster.hash_seed,
             ownership: Ownership::compute(&membership),
             macs,
             counters: Counters::new(n),
             candidates: Vec::with_capacity(n),
-        })
+        };
+        // The first table is built here, at startup; later ones off the
+        // packet thread (see `take_table_request`).
+        b.observe_candidates();
+        b.build_tables_now();
+        Ok(b)
+    }
+
+    /// A lookup table the scheduler (sh, mh) wants rebuilt after its
+    /// candidates changed, once per change: build it with
+    /// [`HashTable::build`] on another thread and hand it to
+    /// [`Balancer::install_table`]. Until then decisions use the previous
+    /// table (flows for targets no longer eligible fall back to eligible ones).
+    pub fn take_table_request(&mut self) -> Option<TableRequest> {
+        self.scheduler.take_request()
+    }
+
+    /// Swaps in a table built from [`Balancer::take_table_request`], in one
+    /// step between two decisions; false (ignored) if the candidates have
+    /// changed again since it was asked for.
+    pub fn install_table(&mut self, table: Arc<HashTable>) -> bool {
+        self.scheduler.install(table)
+    }
+
+    /// Builds a wanted table on the calling thread (startup, tests, tools
+    /// without a builder thread).
+    pub fn build_tables_now(&mut self) {
+        if let Some(r) = self.take_table_request() {
+            self.install_table(Arc::new(HashTable::build(&r)));
+        }
+    }
+
+    /// Tells the scheduler of the current candidates after a change.
+    fn observe_candidates(&mut self) {
+        self.fill_candidates();
+        self.scheduler.observe(&self.candidates);
     }
 
     /// Handles a frame read on `front`.
@@ -239,6 +294,7 @@ impl Balancer {
         match self.targets.get_mut(Target::Real(index).index()) {
             Some(t) => {
                 t.mac = Some(mac);
+                self.observe_candidates();
                 true
             }
             None => false,
@@ -251,6 +307,7 @@ impl Balancer {
         match self.targets.get_mut(target.index()) {
             Some(t) => {
                 t.weight = weight;
+                self.observe_candidates();
                 true
             }
             None => false,
@@ -263,6 +320,7 @@ impl Balancer {
         match self.targets.get_mut(target.index()) {
             Some(t) => {
                 t.up = up;
+                self.observe_candidates();
                 true
             }
             None => false,
@@ -321,6 +379,8 @@ impl Balancer {
             tx_front: c.tx_front,
             tx_back: c.tx_back,
             delivered_local: c.delivered_local,
+            syn_recv_new_isn: c.syn_recv_new_isn,
+            icmp_forwarded: c.icmp_forwarded,
             drops: c.drop_map(),
             conntrack_entries: self.conntrack.len(),
             conntrack_capacity: self.conntrack.capacity(),
@@ -345,7 +405,7 @@ impl Balancer {
 
     /// Is the frame for the VIP? Cheap structural checks first, so traffic
     /// that is not ours is counted as such rather than by its faults.
-    fn classify_front(&self, frame: &[u8]) -> Result<TcpFrameInfo, DropReason> {
+    fn classify_front(&self, frame: &[u8]) -> Result<Inbound, DropReason> {
         let eth = EthernetFrame::new_checked(frame).map_err(DropReason::from)?;
         if eth.ethertype() != ETHERTYPE_IPV4 {
             return Err(DropReason::NotIpv4);
@@ -354,16 +414,30 @@ impl Balancer {
         if ip.dst_addr() != *self.vip.ip() {
             return Err(DropReason::NotForVip);
         }
+        if ip.protocol() == IPPROTO_ICMP {
+            check_ipv4(&ip, false).map_err(DropReason::from)?;
+            return icmp::parse(&ip).map(Inbound::Icmp);
+        }
         let info = tcp_frame_info(&eth, &ip, false).map_err(DropReason::from)?;
         if info.dst_port != self.vip.port() {
             return Err(DropReason::NotForVip);
         }
-        Ok(info)
+        self.verify_tcp(frame, &info)?;
+        Ok(Inbound::Tcp(info))
+    }
+
+    /// The switchable TCP checksum check of both interfaces.
+    fn verify_tcp(&self, frame: &[u8], info: &TcpFrameInfo) -> Result<(), DropReason> {
+        if self.verify_checksums && !tcp_checksum_ok(frame, info) {
+            return Err(DropReason::BadTcpChecksum);
+        }
+        Ok(())
     }
 
     fn front(&mut self, now: Duration, frame: &mut [u8]) -> Action {
         let info = match self.classify_front(frame) {
-            Ok(i) => i,
+            Ok(Inbound::Tcp(i)) => i,
+            Ok(Inbound::Icmp(e)) => return self.front_icmp(frame, &e),
             Err(r) => return Action::Drop(r),
         };
         let key = ConnKey {
@@ -373,16 +447,21 @@ impl Balancer {
         };
         if let Some(id) = self.conntrack.lookup(&key) {
             if let Some(conn) = self.conntrack.get(id) {
-                let reuse = info.flags.is_initial_syn() && conn.state.initial_syn_starts_new_flow();
+                let same_isn = conn.isn == info.seq;
+                let reuse =
+                    info.flags.is_initial_syn() && conn.state.initial_syn_starts_new_flow(same_isn);
                 if !reuse {
                     let dir = direction_in(conn.method);
                     self.conntrack.update(id, now, dir, info.flags);
                     return self.deliver_in(&conn, frame, &info);
                 }
+                if conn.state == TcpState::SynRecv {
+                    self.counters.syn_recv_new_isn += 1;
+                }
                 self.conntrack.remove(id);
             }
         }
-        let owned = self.ownership.owner(info.src_ip, info.src_port) == Some(self.node_id);
+        let owned = self.owner_of(info.src_ip, info.src_port) == Some(self.node_id);
         if !owned {
             return Action::Drop(DropReason::NotOwner);
         }
@@ -416,6 +495,7 @@ impl Balancer {
             method,
             real,
             front_mac: info.src_mac,
+            isn: info.seq,
         };
         let Ok(id) = self.conntrack.insert(now, new) else {
             return Action::Drop(DropReason::TableFull);
@@ -432,6 +512,12 @@ impl Balancer {
     }
 
     fn schedule(&mut self, flow: &FlowKey) -> Option<Target> {
+        self.fill_candidates();
+        self.scheduler.pick(flow, &self.candidates)
+    }
+
+    /// The targets a new flow may go to, with weights and loads.
+    fn fill_candidates(&mut self) {
         self.candidates.clear();
         for t in &self.targets {
             let eligible = match t.target {
@@ -449,7 +535,6 @@ impl Balancer {
                 inactive: load.inactive,
             });
         }
-        self.scheduler.pick(flow, &self.candidates)
     }
 
     fn deliver_in(&mut self, conn: &Conn, frame: &mut [u8], info: &TcpFrameInfo) -> Action {
@@ -489,11 +574,103 @@ impl Balancer {
         action
     }
 
+    /// An ICMP error on `front` quoting our reply `VIP:vport -> client`:
+    /// delivered like the flow it is about.
+    fn front_icmp(&mut self, frame: &mut [u8], e: &IcmpError) -> Action {
+        let key = ConnKey {
+            client_ip: *e.quoted_dst.ip(),
+            client_port: e.quoted_dst.port(),
+            vport: e.quoted_src.port(),
+        };
+        let conn = (e.quoted_src.ip() == self.vip.ip())
+            .then(|| self.conntrack.lookup(&key))
+            .flatten()
+            .and_then(|id| self.conntrack.get(id));
+        let Some(conn) = conn else {
+            return Action::Drop(DropReason::IcmpNoConnection);
+        };
+        let action = match conn.method {
+            Method::Local => Action::DeliverLocal {
+                offset: ETH_HEADER_LEN,
+                len: e.ip_total_len,
+            },
+            Method::Nat | Method::Dr => {
+                let Some(mac) = self.targets.get(conn.target.index()).and_then(|t| t.mac) else {
+                    return Action::Drop(DropReason::NoTarget);
+                };
+                let macs = MacPair {
+                    src: self.macs.back_mac,
+                    dst: mac,
+                };
+                let r = if conn.method == Method::Nat {
+                    icmp::nat_in(frame, conn.real, macs)
+                } else {
+                    rewrite::dr(frame, macs).map_err(DropReason::from)
+                };
+                match r {
+                    Ok(len) => Action::Forward {
+                        iface: Iface::Back,
+                        len,
+                    },
+                    Err(r) => return Action::Drop(r),
+                }
+            }
+        };
+        self.counters.icmp_forwarded += 1;
+        action
+    }
+
+    /// An ICMP error on `back` quoting `client -> real:rport` of a NAT
+    /// flow: to the client, from the VIP, quoting `client -> VIP:vport`.
+    fn back_icmp(&mut self, frame: &mut [u8]) -> Action {
+        let e = match Ipv4Packet::new_checked(frame.get(ETH_HEADER_LEN..).unwrap_or_default())
+            .map_err(DropReason::from)
+            .and_then(|ip| {
+                check_ipv4(&ip, false).map_err(DropReason::from)?;
+                icmp::parse(&ip)
+            }) {
+            Ok(e) => e,
+            Err(r) => return Action::Drop(r),
+        };
+        let conn = self
+            .by_endpoint
+            .get(&e.quoted_dst)
+            .and_then(|&t| {
+                self.conntrack
+                    .lookup_reply(t, *e.quoted_src.ip(), e.quoted_src.port())
+            })
+            .and_then(|id| self.conntrack.get(id));
+        let Some(conn) = conn else {
+            return Action::Drop(DropReason::IcmpNoConnection);
+        };
+        let macs = MacPair {
+            src: self.macs.front_mac,
+            dst: conn.front_mac,
+        };
+        let vip = SocketAddrV4::new(*self.vip.ip(), conn.key.vport);
+        match icmp::nat_out(frame, vip, macs) {
+            Ok(len) => {
+                self.counters.icmp_forwarded += 1;
+                Action::Forward {
+                    iface: Iface::Front,
+                    len,
+                }
+            }
+            Err(r) => Action::Drop(r),
+        }
+    }
+
     fn back(&mut self, now: Duration, frame: &mut [u8]) -> Action {
+        if is_icmp(frame) {
+            return self.back_icmp(frame);
+        }
         let info = match parse_tcp_frame(frame, false) {
             Ok(i) => i,
             Err(e) => return Action::Drop(e.into()),
         };
+        if let Err(r) = self.verify_tcp(frame, &info) {
+            return Action::Drop(r);
+        }
         let src = SocketAddrV4::new(info.src_ip, info.src_port);
         let Some(&target) = self.by_endpoint.get(&src) else {
             return Action::Drop(DropReason::NotFromRealServer);
@@ -529,10 +706,23 @@ impl Balancer {
         }
     }
 
-    /// Owner of a new flow from `ip:port` under the current membership.
+    /// Owner of a new flow from `ip:port` under the current membership and
+    /// the cluster's hash seed.
     pub fn owner_of(&self, ip: Ipv4Addr, port: u16) -> Option<u32> {
-        self.ownership.owner(ip, port)
+        self.ownership.owner(self.hash_seed, ip, port)
     }
+}
+
+/// What a front frame for the VIP carries.
+enum Inbound {
+    Tcp(TcpFrameInfo),
+    Icmp(IcmpError),
+}
+
+/// Whether a frame is Ethernet/IPv4 with protocol ICMP (structure not yet checked).
+fn is_icmp(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&ETHERTYPE_IPV4.to_be_bytes()[..])
+        && frame.get(ETH_HEADER_LEN + 9) == Some(&IPPROTO_ICMP)
 }
 
 fn direction_in(m: Method) -> Direction {
@@ -546,7 +736,7 @@ fn direction_in(m: Method) -> Direction {
 mod tests {
     use super::*;
     use crate::config::{Cluster, KeySource, LocalServer, RealServer};
-    use crate::conntrack::{TcpState, Timeouts};
+    use crate::conntrack::Timeouts;
     use crate::wire::build::{syn_options, tcp_frame, FrameSpec};
     use crate::wire::{TcpFlags, TcpSegment};
 
@@ -588,6 +778,7 @@ mod tests {
             forwarding: Forwarding::Nat,
             timeouts: Timeouts::default(),
             table_size: 1024,
+            verify_checksums: true,
             cluster: Cluster::default(),
             health: Default::default(),
         }
@@ -1199,9 +1390,11 @@ mod tests {
         let two = vec![Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }];
         let port = (1024..u16::MAX)
             .find(|&p| {
-                Ownership::compute(&Membership::new(two.clone()).unwrap())
-                    .owner(Ipv4Addr::new(198, 18, 2, 1), p)
-                    == Some(2)
+                Ownership::compute(&Membership::new(two.clone()).unwrap()).owner(
+                    0,
+                    Ipv4Addr::new(198, 18, 2, 1),
+                    p,
+                ) == Some(2)
             })
             .unwrap();
         input_only_flow(&mut b1, T0, port);
@@ -1316,5 +1509,406 @@ mod tests {
             b.handle_front(T0, &mut f),
             Action::Drop(DropReason::Fragment)
         );
+    }
+
+    fn client_data(port: u16) -> Vec<u8> {
+        tcp_frame(&FrameSpec {
+            src_mac: ROUTER_MAC,
+            dst_mac: MacAddr([1, 0, 0x5e, 0, 0, 100]),
+            src_ip: Ipv4Addr::new(198, 18, 2, 1),
+            dst_ip: VIP,
+            src_port: port,
+            dst_port: 80,
+            flags: TcpFlags::ACK | TcpFlags::PSH,
+            payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+            ..Default::default()
+        })
+    }
+
+    /// A balancer holding one established NAT flow from client port 5000.
+    fn with_flow(verify: bool) -> Balancer {
+        let mut c = cfg();
+        c.verify_checksums = verify;
+        let mut b = lb(&c);
+        let mut syn = client(5000, TcpFlags::SYN);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::Forward { .. }
+        ));
+        let mut sa = reply(RS0, 5000, TcpFlags::SYN | TcpFlags::ACK);
+        assert!(matches!(b.handle_back(T0, &mut sa), Action::Forward { .. }));
+        b
+    }
+
+    #[test]
+    fn bad_tcp_checksums_are_dropped_and_counted_unless_off() {
+        let mut b = with_flow(true);
+        let mut good = client_data(5000);
+        assert!(matches!(
+            b.handle_front(T0, &mut good),
+            Action::Forward { .. }
+        ));
+        let mut bad = client_data(5000);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(
+            b.handle_front(T0, &mut bad),
+            Action::Drop(DropReason::BadTcpChecksum)
+        );
+        let mut bad_reply = reply(RS0, 5000, TcpFlags::ACK);
+        let last = bad_reply.len() - 1;
+        bad_reply[last] ^= 0x40;
+        assert_eq!(
+            b.handle_back(T0, &mut bad_reply),
+            Action::Drop(DropReason::BadTcpChecksum)
+        );
+        assert_eq!(b.snapshot().drops["bad_tcp_checksum"], 2);
+
+        // Off: the same corruption goes through (as a NIC offload would need).
+        let mut b = with_flow(false);
+        let mut bad = client_data(5000);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(
+            b.handle_front(T0, &mut bad),
+            Action::Forward { .. }
+        ));
+        assert_eq!(b.counters().drops(DropReason::BadTcpChecksum), 0);
+    }
+
+    #[test]
+    fn either_zero_checksum_representation_verifies() {
+        // One's complement: a computed 0x0000 may travel as 0xffff.
+        let mut f = client_data(5000);
+        for delta in 0u16..=u16::MAX {
+            f[54..56].copy_from_slice(&delta.to_be_bytes());
+            let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let c = crate::checksum::tcp_checksum(src, dst, &f[34..]);
+            if c == 0 {
+                f[50..52].copy_from_slice(&0xffffu16.to_be_bytes());
+                let info = parse_tcp_frame(&f, false).unwrap();
+                assert!(tcp_checksum_ok(&f, &info));
+                f[50..52].copy_from_slice(&0u16.to_be_bytes());
+                assert!(tcp_checksum_ok(&f, &info));
+                return;
+            }
+        }
+        panic!("no payload word gives a zero checksum");
+    }
+
+    mod checksum_property {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any single corrupted byte of the checksummed range (IPv4
+            /// header, TCP header and payload) of a frame of an established
+            /// flow gets it dropped, on either interface, when verification is on.
+            #[test]
+            fn any_single_corrupted_byte_is_dropped(
+                pos in any::<prop::sample::Index>(),
+                xor in 1u8..=255,
+                front in any::<bool>(),
+            ) {
+                let mut b = with_flow(true);
+                let mut f = if front {
+                    client_data(5000)
+                } else {
+                    reply(RS0, 5000, TcpFlags::ACK | TcpFlags::PSH)
+                };
+                let range = ETH_HEADER_LEN..f.len();
+                let at = range.start + pos.index(range.len());
+                f[at] ^= xor;
+                let tx = (b.counters().tx_front, b.counters().tx_back);
+                let a = if front { b.handle_front(T0, &mut f) } else { b.handle_back(T0, &mut f) };
+                prop_assert!(matches!(a, Action::Drop(_)), "byte {} ^ {:#x}: {:?}", at, xor, a);
+                prop_assert_eq!((b.counters().tx_front, b.counters().tx_back), tx);
+            }
+        }
+    }
+
+    fn syn_with_isn(port: u16, isn: u32) -> Vec<u8> {
+        tcp_frame(&FrameSpec {
+            src_mac: ROUTER_MAC,
+            dst_mac: MacAddr([1, 0, 0x5e, 0, 0, 100]),
+            src_ip: Ipv4Addr::new(198, 18, 2, 1),
+            dst_ip: VIP,
+            src_port: port,
+            dst_port: 80,
+            flags: TcpFlags::SYN,
+            seq: isn,
+            tcp_options: syn_options(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn syn_with_a_new_isn_on_syn_recv_is_a_new_flow() {
+        let mut c = cfg();
+        c.bi_active = true;
+        c.real_servers.truncate(1);
+        let mut b = lb(&c);
+        let mut syn = syn_with_isn(9000, 1000);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::DeliverLocal { .. }
+        ));
+        // Same ISN: a retransmission, same target, not counted again.
+        for _ in 0..2 {
+            let mut syn = syn_with_isn(9000, 1000);
+            assert!(matches!(
+                b.handle_front(T0, &mut syn),
+                Action::DeliverLocal { .. }
+            ));
+        }
+        assert_eq!(total_conns(&b), 1);
+        assert_eq!(b.snapshot().syn_recv_new_isn, 0);
+        // Another ISN: a new connection, scheduled anew (rr: the real server).
+        let mut syn = syn_with_isn(9000, 77_000);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::Forward {
+                iface: Iface::Back,
+                ..
+            }
+        ));
+        assert_eq!(parse_tcp_frame(&syn, false).unwrap().dst_ip, RS0);
+        let s = b.snapshot();
+        assert_eq!(s.syn_recv_new_isn, 1);
+        assert_eq!(total_conns(&b), 2);
+        assert_eq!(s.conntrack.removed, 1);
+        assert_eq!(s.conntrack_entries, 1);
+        let id = b.conntrack().lookup(&key_of(9000)).unwrap();
+        assert_eq!(b.conntrack().get(id).unwrap().isn, 77_000);
+        // Its retransmission follows the new entry.
+        let mut again = syn_with_isn(9000, 77_000);
+        assert!(matches!(
+            b.handle_front(T0, &mut again),
+            Action::Forward {
+                iface: Iface::Back,
+                ..
+            }
+        ));
+        assert_eq!(total_conns(&b), 2);
+        assert_eq!(b.snapshot().syn_recv_new_isn, 1);
+    }
+
+    #[test]
+    fn balancers_sharing_a_seed_partition_new_flows_and_the_seed_moves_them() {
+        let member = |id: u32, seed: u64| {
+            let mut c = cfg();
+            c.cluster = Cluster {
+                node_id: id,
+                members: vec![Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }],
+                key: Some(KeySource::Inline("a-cluster-key-of-16+".into())),
+                hash_seed: seed,
+                ..Cluster::default()
+            };
+            lb(&c)
+        };
+        let seed = 0x0123_4567_89ab_cdef;
+        let (mut b1, mut b2) = (member(1, seed), member(2, seed));
+        let unseeded = member(1, 0);
+        let mut moved = 0;
+        for port in 1000..1400 {
+            let mut taken = 0;
+            for b in [&mut b1, &mut b2] {
+                let mut syn = client(port, TcpFlags::SYN);
+                taken +=
+                    usize::from(b.handle_front(T0, &mut syn) != Action::Drop(DropReason::NotOwner));
+            }
+            assert_eq!(taken, 1, "port {port}");
+            let ip = Ipv4Addr::new(198, 18, 2, 1);
+            moved += usize::from(b1.owner_of(ip, port) != unseeded.owner_of(ip, port));
+        }
+        // About half the flows change owner under another seed.
+        assert!((100..300).contains(&moved), "{moved}");
+    }
+
+    #[test]
+    fn icmp_errors_about_flows_reach_their_sender_rewritten() {
+        use crate::icmp::{build_error, checksums_ok, DEST_UNREACH, FRAG_NEEDED};
+        let router = Ipv4Addr::new(198, 18, 1, 1);
+        let cl = Ipv4Addr::new(198, 18, 2, 1);
+        let to_lb = MacPair {
+            src: ROUTER_MAC,
+            dst: FRONT_MAC,
+        };
+        let mut c = cfg();
+        c.bi_active = true;
+        c.real_servers.truncate(1);
+        let mut b = lb(&c);
+        // Flow 5000 is local (rr: local first), flow 5001 NAT to RS0.
+        let mut syn = client(5000, TcpFlags::SYN);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::DeliverLocal { .. }
+        ));
+        let mut syn = client(5001, TcpFlags::SYN);
+        assert!(matches!(
+            b.handle_front(T0, &mut syn),
+            Action::Forward { .. }
+        ));
+        let forwarded = syn[14..].to_vec(); // client -> RS0:8080 as sent on back
+        let mut reply_frame = reply(RS0, 5001, TcpFlags::SYN | TcpFlags::ACK);
+        assert!(matches!(
+            b.handle_back(T0, &mut reply_frame),
+            Action::Forward { .. }
+        ));
+        let reply_ip = reply_frame[14..].to_vec(); // VIP:80 -> client as sent on front
+
+        // Front: a router cannot forward our (large) reply: frag-needed to the
+        // VIP, quoting it whole. It reaches RS0, about RS0:8080 -> client.
+        let mut f = build_error(
+            to_lb,
+            (router, VIP),
+            (DEST_UNREACH, FRAG_NEEDED, 1280),
+            &reply_ip,
+            reply_ip.len(),
+        );
+        let a = b.handle_front(T0, &mut f);
+        assert_eq!(
+            a,
+            Action::Forward {
+                iface: Iface::Back,
+                len: f.len()
+            }
+        );
+        assert!(checksums_ok(&f, true));
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (router, RS0));
+        let e = icmp::parse(&ip).unwrap();
+        assert_eq!(e.quoted_src, SocketAddrV4::new(RS0, 8080));
+        assert_eq!(e.quoted_dst, SocketAddrV4::new(cl, 5001));
+        assert_eq!((&f[0..6], &f[6..12]), (&RS0_MAC.0[..], &BACK_MAC.0[..]));
+        assert_eq!(&f[38..42], &1280u32.to_be_bytes(), "MTU kept");
+
+        // Back: RS0's side reports our forwarded packet (8-byte quote). It
+        // reaches the client from the VIP, about client -> VIP:80.
+        let mut f = build_error(
+            MacPair {
+                src: RS0_MAC,
+                dst: BACK_MAC,
+            },
+            (RS0, cl),
+            (DEST_UNREACH, 3, 0),
+            &forwarded,
+            28,
+        );
+        let a = b.handle_back(T0, &mut f);
+        assert_eq!(
+            a,
+            Action::Forward {
+                iface: Iface::Front,
+                len: f.len()
+            }
+        );
+        assert!(checksums_ok(&f, false));
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (VIP, cl));
+        let e = icmp::parse(&ip).unwrap();
+        assert_eq!(
+            (e.quoted_src, e.quoted_dst),
+            (SocketAddrV4::new(cl, 5001), SocketAddrV4::new(VIP, 80))
+        );
+        assert_eq!((&f[0..6], &f[6..12]), (&ROUTER_MAC.0[..], &FRONT_MAC.0[..]));
+
+        // A router's error to the VIP about our reply to client port `port`.
+        let to_vip = |kind: u8, port: u16, quote: usize| {
+            let q = tcp_frame(&FrameSpec {
+                src_ip: VIP,
+                src_port: 80,
+                dst_ip: cl,
+                dst_port: port,
+                ..Default::default()
+            });
+            build_error(
+                to_lb,
+                (router, VIP),
+                (kind, FRAG_NEEDED, 1400),
+                &q[14..],
+                quote,
+            )
+        };
+        // The local flow's error goes to the local stack unchanged.
+        let mut f = to_vip(DEST_UNREACH, 5000, 28);
+        let orig = f.clone();
+        assert_eq!(
+            b.handle_front(T0, &mut f),
+            Action::DeliverLocal {
+                offset: 14,
+                len: f.len() - 14
+            }
+        );
+        assert_eq!(f, orig);
+        assert_eq!(b.snapshot().icmp_forwarded, 3);
+
+        // Unknown flow, unsupported type, malformed: counted drops.
+        let mut f = to_vip(DEST_UNREACH, 6000, 28);
+        assert_eq!(
+            b.handle_front(T0, &mut f),
+            Action::Drop(DropReason::IcmpNoConnection)
+        );
+        let mut f = to_vip(8, 6000, 28);
+        assert_eq!(
+            b.handle_front(T0, &mut f),
+            Action::Drop(DropReason::IcmpUnsupported)
+        );
+        let mut f = to_vip(DEST_UNREACH, 6000, 20);
+        assert_eq!(
+            b.handle_front(T0, &mut f),
+            Action::Drop(DropReason::IcmpMalformed)
+        );
+        let mut f = build_error(
+            MacPair {
+                src: RS0_MAC,
+                dst: BACK_MAC,
+            },
+            (RS0, cl),
+            (DEST_UNREACH, 3, 0),
+            &forwarded,
+            28,
+        );
+        f[14 + 20 + 8 + 12] ^= 1; // quoted source changed, ICMP checksum now wrong
+        assert_eq!(
+            b.handle_back(T0, &mut f),
+            Action::Drop(DropReason::IcmpMalformed)
+        );
+        let d = b.snapshot().drops;
+        assert_eq!(
+            (
+                d["icmp_no_connection"],
+                d["icmp_unsupported"],
+                d["icmp_malformed"]
+            ),
+            (1, 1, 2)
+        );
+    }
+
+    #[test]
+    fn maglev_tables_are_rebuilt_off_the_decision_path() {
+        let mut c = cfg();
+        c.scheduler = SchedulerKind::Mh;
+        let mut b = lb(&c);
+        // The first table was built at startup: nothing pending.
+        assert_eq!(b.take_table_request(), None);
+        b.set_weight(Target::Real(0), 0);
+        let r = b.take_table_request().expect("a rebuild is asked for");
+        assert_eq!(b.take_table_request(), None);
+        // Until the new table is installed every new flow still gets an
+        // eligible target (RS1: RS0 is quiesced).
+        for p in 0..50 {
+            let mut syn = client(p, TcpFlags::SYN);
+            assert!(matches!(
+                b.handle_front(T0, &mut syn),
+                Action::Forward { .. }
+            ));
+            assert_eq!(parse_tcp_frame(&syn, false).unwrap().dst_ip, RS1);
+        }
+        assert!(b.install_table(Arc::new(HashTable::build(&r))));
+        b.set_weight(Target::Real(0), 1);
+        b.build_tables_now();
+        assert_eq!(b.take_table_request(), None);
     }
 }

@@ -9,6 +9,7 @@
 //! * `Forward { len }`: `len` fits the buffer, the frame parses as
 //!   Ethernet/IPv4/TCP, its IPv4 checksum verifies, and if the input's TCP
 //!   checksum verified, the output's does too (rewrites keep checksums);
+//!   a forwarded ICMP error parses as one with every checksum right;
 //! * `DeliverLocal { offset, len }`: the range fits the buffer and the IP
 //!   packet is byte-for-byte the one received;
 //! * the connection table never exceeds its capacity;
@@ -75,11 +76,13 @@ pub fn config(forwarding: Forwarding, scheduler: SchedulerKind) -> Config {
         forwarding,
         timeouts: Timeouts::default(),
         table_size: 64,
+        verify_checksums: true,
         cluster: Cluster {
             node_id: 1,
             members: vec![Member { id: 1, weight: 2 }, Member { id: 2, weight: 1 }],
             key: Some(KeySource::Inline("fuzzing-cluster-key".into())),
             heartbeat: Default::default(),
+            hash_seed: 0x5eed_0fc1_u64,
         },
         health: Default::default(),
     }
@@ -97,7 +100,14 @@ pub fn balancers() -> Vec<Balancer> {
         (Forwarding::Nat, SchedulerKind::Sh),
     ]
     .into_iter()
-    .filter_map(|(f, s)| Balancer::new(&config(f, s), macs).ok())
+    .enumerate()
+    .filter_map(|(i, (f, s))| {
+        // The third runs without TCP checksum verification, so mutated
+        // segments still reach the rewrites.
+        let mut c = config(f, s);
+        c.verify_checksums = i != 2;
+        Balancer::new(&c, macs).ok()
+    })
     .collect()
 }
 
@@ -134,6 +144,12 @@ pub fn run_one(
             let out = buf
                 .get(..len)
                 .ok_or_else(|| format!("Forward len {len} > buffer {}", buf.len()))?;
+            if out.get(ETH_HEADER_LEN + 9) == Some(&crate::icmp::IPPROTO_ICMP) {
+                if !crate::icmp::checksums_ok(out, false) {
+                    return Err("forwarded ICMP error malformed or with a bad checksum".into());
+                }
+                return Ok(action);
+            }
             parse_tcp_frame(out, false)
                 .map_err(|e| format!("forwarded frame does not parse: {e}"))?;
             if tcp_was_ok && !tcp_ok(out) {
@@ -187,7 +203,7 @@ fn opens_new_flow(b: &Balancer, frame: &[u8]) -> bool {
     b.conntrack()
         .lookup(&key)
         .and_then(|id| b.conntrack().get(id))
-        .is_none_or(|c| c.state.initial_syn_starts_new_flow())
+        .is_none_or(|c| c.state.initial_syn_starts_new_flow(c.isn == info.seq))
 }
 
 /// Applies a random control event (what health checks, operators and the
@@ -214,6 +230,11 @@ pub fn random_control(b: &mut Balancer, rng: &mut Rng) {
             // Ids are distinct and weights small: this cannot fail.
             let _ = b.set_membership(members);
         }
+    }
+    // Half the time the rebuilt sh/mh table arrives at once; otherwise the
+    // frames that follow are decided with the stale one (its fallback).
+    if rng.below(2) == 0 {
+        b.build_tables_now();
     }
 }
 
@@ -287,6 +308,9 @@ pub fn gen_frame(rng: &mut Rng) -> (Vec<u8>, bool) {
         spec.dst_port = cport;
     }
     let mut f = tcp_frame(&spec);
+    if rng.below(8) == 0 {
+        f = icmp_about(rng, &spec, front);
+    }
     if kind >= 6 {
         for _ in 0..1 + rng.below(4) {
             let at = rng.below(f.len());
@@ -306,6 +330,40 @@ pub fn gen_frame(rng: &mut Rng) -> (Vec<u8>, bool) {
         }
     }
     (f, front)
+}
+
+/// An ICMP error about the flow of `spec` arriving on the same side: on
+/// front from a router to the VIP quoting our reply (VIP -> client), on
+/// back from the real server to the client quoting the forwarded packet.
+fn icmp_about(rng: &mut Rng, spec: &FrameSpec, front: bool) -> Vec<u8> {
+    // The quoted packet went the other way.
+    let quoted = FrameSpec {
+        src_ip: spec.dst_ip,
+        dst_ip: spec.src_ip,
+        src_port: spec.dst_port,
+        dst_port: spec.src_port,
+        pad: 0,
+        ..spec.clone()
+    };
+    let q = tcp_frame(&quoted);
+    let macs = crate::rewrite::MacPair {
+        src: spec.src_mac,
+        dst: spec.dst_mac,
+    };
+    let (outer_src, outer_dst) = if front {
+        (Ipv4Addr::new(198, 18, 1, 1), VIP)
+    } else {
+        (spec.src_ip, spec.dst_ip)
+    };
+    let (kind, code) = [(3, 4), (3, 3), (11, 0), (8, 0)][rng.below(4)];
+    let len = 20 + rng.below(q.len() - ETH_HEADER_LEN - 19);
+    crate::icmp::build_error(
+        macs,
+        (outer_src, outer_dst),
+        (kind, code, 1280),
+        &q[ETH_HEADER_LEN..],
+        len,
+    )
 }
 
 /// The cluster key of the heartbeat fuzzing.
@@ -465,5 +523,7 @@ mod tests {
             fwd > 100 && local > 100 && drops > 100,
             "{fwd} {local} {drops}"
         );
+        let icmp: u64 = bs.iter().map(|b| b.snapshot().icmp_forwarded).sum();
+        assert!(icmp > 10, "{icmp} ICMP errors forwarded");
     }
 }

@@ -10,7 +10,8 @@
 //! * [`wire`]: borrowed, panic-free views over Ethernet II / IPv4 / TCP, and
 //!   the frame classifier whose errors become drop reasons.
 //! * [`rewrite`]: in-place NAT-in, NAT-out and DR rewrites with incremental checksums.
-//! * [`hash`]: fixed, seedless hashes that every balancer computes alike.
+//! * [`icmp`]: ICMP errors about balanced flows (path MTU discovery through NAT).
+//! * [`hash`]: fixed hashes, keyed by the cluster's seed, that every balancer computes alike.
 //! * [`sched`]: the [`sched::Scheduler`] trait and rr, wrr, lc, wlc, sh, mh.
 //! * [`ownership`]: which live balancer owns a new flow (4096 buckets,
 //!   weighted rendezvous over the membership).
@@ -40,6 +41,7 @@ pub mod fuzzing;
 pub mod hash;
 pub mod health;
 pub mod heartbeat;
+pub mod icmp;
 pub mod membership;
 pub mod ownership;
 pub mod rewrite;

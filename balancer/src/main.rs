@@ -1,7 +1,8 @@
 //! `balancer`: parses options and calls the library and the I/O layer.
 //!
 //! Exit codes: 0 on success and after SIGINT/SIGTERM, 2 for bad flags or
-//! an invalid configuration, 1 for runtime errors (missing interface, no
+//! an invalid configuration (also one the engine refuses, such as a
+//! connection table that cannot be allocated), 1 for runtime errors (missing interface, no
 //! permission, control endpoint unreachable ...).
 
 mod cli;
@@ -89,7 +90,10 @@ fn run(a: &RunArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("balancer: {e:#}");
-            ExitCode::from(1)
+            // A configuration the engine refuses (e.g. a connection table
+            // that cannot be reserved) is bad input too.
+            let config = e.chain().any(|c| c.is::<balancer::engine::EngineError>());
+            ExitCode::from(if config { 2 } else { 1 })
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Packet-accept ownership: which live balancer answers a new flow.
 //!
 //! Every balancer sees every packet for the VIP, so exactly one must take
-//! each new flow. The flow's client address and port hash (with a fixed,
-//! seedless hash, see [`crate::hash`]) into a fixed space of [`BUCKETS`]
+//! each new flow. The flow's client address and port hash (with the
+//! cluster's `hash_seed`, see [`crate::hash`]) into a fixed space of [`BUCKETS`]
 //! buckets, as CLUSTERIP and Maglev do; each bucket is assigned to one live
 //! balancer by weighted rendezvous (highest random weight) hashing: member
 //! `m` of weight `w` takes part as `w` virtual nodes `(m, 0..w)`, and the
@@ -117,9 +117,10 @@ impl Membership {
     }
 }
 
-/// The bucket of a flow, a pure function of the client endpoint.
-pub fn bucket_of(client_ip: Ipv4Addr, client_port: u16) -> usize {
-    (hash::flow_hash(client_ip, client_port) % BUCKETS as u64) as usize
+/// The bucket of a flow, a pure function of the cluster's hash seed and
+/// the client endpoint.
+pub fn bucket_of(seed: u64, client_ip: Ipv4Addr, client_port: u16) -> usize {
+    (hash::flow_hash(seed, client_ip, client_port) % BUCKETS as u64) as usize
 }
 
 /// Bucket -> owner table for one membership.
@@ -161,9 +162,9 @@ impl Ownership {
     pub fn owner_of_bucket(&self, bucket: usize) -> Option<u32> {
         self.owners.get(bucket).copied().flatten()
     }
-    /// Owner of a new flow from `client_ip:client_port`.
-    pub fn owner(&self, client_ip: Ipv4Addr, client_port: u16) -> Option<u32> {
-        self.owner_of_bucket(bucket_of(client_ip, client_port))
+    /// Owner of a new flow from `client_ip:client_port` under hash `seed`.
+    pub fn owner(&self, seed: u64, client_ip: Ipv4Addr, client_port: u16) -> Option<u32> {
+        self.owner_of_bucket(bucket_of(seed, client_ip, client_port))
     }
     /// Number of buckets `id` owns.
     pub fn bucket_count(&self, id: u32) -> usize {
@@ -189,7 +190,7 @@ mod tests {
     fn single_member_owns_all() {
         let o = Ownership::compute(&ms(&[(7, 1)]));
         assert_eq!(o.bucket_count(7), BUCKETS);
-        assert_eq!(o.owner(Ipv4Addr::new(1, 2, 3, 4), 5), Some(7));
+        assert_eq!(o.owner(0, Ipv4Addr::new(1, 2, 3, 4), 5), Some(7));
     }
 
     #[test]
@@ -227,7 +228,7 @@ mod tests {
     /// change here breaks mixed-version clusters and must be deliberate.
     #[test]
     fn assignment_is_pinned() {
-        assert_eq!(bucket_of(Ipv4Addr::new(10, 0, 0, 1), 1234), 2919);
+        assert_eq!(bucket_of(0, Ipv4Addr::new(10, 0, 0, 1), 1234), 2919);
         let o = Ownership::compute(&ms(&[(1, 1), (2, 1), (3, 2)]));
         let first: Vec<u32> = (0..16).filter_map(|b| o.owner_of_bucket(b)).collect();
         assert_eq!(first, vec![2, 3, 3, 2, 3, 3, 3, 3, 2, 3, 3, 1, 3, 3, 2, 2]);

@@ -19,12 +19,18 @@
 //! | `wlc` | ip_vs_wlc | least `(active*256 + inactive) / weight` |
 //! | `sh`  | ip_vs_sh  | 256-bucket table over weights, hashed by client address |
 //! | `mh`  | ip_vs_mh  | Maglev lookup table (65537 slots), hashed by client address and port |
+//!
+//! The sh and mh tables ([`HashTable`]) are built from a pure
+//! [`TableRequest`], so the engine's scheduler never builds one on the
+//! packet thread: the I/O layer builds it on a helper thread and the
+//! packet thread swaps it in (see [`Hashing`]).
 
 #![forbid(unsafe_code)]
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +108,19 @@ pub trait Scheduler: Send {
     fn name(&self) -> &'static str;
     /// Chooses the target of the new flow `flow` among `candidates`.
     fn pick(&mut self, flow: &FlowKey, candidates: &[Candidate]) -> Option<Target>;
+    /// Told of the current candidates when they change (weights, health,
+    /// resolved MACs), so a table-driven scheduler can ask for a rebuild
+    /// before the next flow arrives.
+    fn observe(&mut self, _candidates: &[Candidate]) {}
+    /// The table to build off the packet thread, while one is wanted.
+    fn take_request(&mut self) -> Option<TableRequest> {
+        None
+    }
+    /// Installs a table built from [`Scheduler::take_request`]; false (and
+    /// nothing changes) when it is not the one currently wanted.
+    fn install(&mut self, _table: Arc<HashTable>) -> bool {
+        false
+    }
 }
 
 /// Scheduler names, as written in the configuration.
@@ -126,15 +145,17 @@ impl SchedulerKind {
     /// All names, for error messages.
     pub const NAMES: &'static str = "rr, wrr, lc, wlc, sh, mh";
 
-    /// Builds a fresh scheduler of this kind.
-    pub fn build(self) -> Box<dyn Scheduler> {
+    /// Builds a fresh scheduler of this kind; the hashing ones (sh, mh)
+    /// key their flow hash with the cluster's `hash_seed` and rebuild their
+    /// table in `pick` (`inline`) or only via [`Scheduler::install`].
+    pub fn build(self, hash_seed: u64, inline: bool) -> Box<dyn Scheduler> {
         match self {
             SchedulerKind::Rr => Box::new(RoundRobin::default()),
             SchedulerKind::Wrr => Box::new(WeightedRoundRobin::default()),
             SchedulerKind::Lc => Box::new(LeastConn),
             SchedulerKind::Wlc => Box::new(WeightedLeastConn),
-            SchedulerKind::Sh => Box::new(SourceHash::default()),
-            SchedulerKind::Mh => Box::new(Maglev::default()),
+            SchedulerKind::Sh => Box::new(Hashing::new(TableKind::Sh, hash_seed, inline)),
+            SchedulerKind::Mh => Box::new(Hashing::new(TableKind::Mh, hash_seed, inline)),
         }
     }
     /// The short name.
@@ -312,131 +333,272 @@ impl Scheduler for WeightedLeastConn {
 
 /// Buckets of the source-hash table (LVS IP_VS_SH_TAB_SIZE).
 pub const SH_TABLE_SIZE: usize = 256;
-
-/// Source hashing (ip_vs_sh): a 256-bucket table in which each target of
-/// non-zero weight holds `weight / gcd` consecutive buckets in turn; the
-/// client address picks the bucket, so a client sticks to one target while
-/// the candidate set is unchanged. Quiesced targets are left out of the
-/// table (LVS without `sh-fallback` would instead refuse their clients).
-#[derive(Debug, Default)]
-pub struct SourceHash {
-    sig: Vec<(Target, u32)>,
-    table: Vec<Target>,
-}
-
-impl SourceHash {
-    fn rebuild(&mut self, c: &[Candidate]) {
-        self.sig = signature(c);
-        self.table.clear();
-        let live: Vec<&Candidate> = c.iter().filter(|x| x.weight > 0).collect();
-        if live.is_empty() {
-            return;
-        }
-        let g = live.iter().map(|x| x.weight).fold(0, gcd).max(1);
-        let mut k = 0;
-        while self.table.len() < SH_TABLE_SIZE {
-            let t = live[k % live.len()];
-            let turns = (t.weight / g) as usize;
-            for _ in 0..turns.min(SH_TABLE_SIZE - self.table.len()) {
-                self.table.push(t.target);
-            }
-            k += 1;
-        }
-    }
-}
-
-impl Scheduler for SourceHash {
-    fn name(&self) -> &'static str {
-        "sh"
-    }
-    fn pick(&mut self, flow: &FlowKey, c: &[Candidate]) -> Option<Target> {
-        if !same_signature(&self.sig, c) || self.table.is_empty() {
-            self.rebuild(c);
-        }
-        // LVS ip_vs_sh_hashkey: Knuth multiplicative hash of the address.
-        let h = u32::from(flow.client_ip).wrapping_mul(2_654_435_761);
-        self.table
-            .get((h >> 24) as usize % SH_TABLE_SIZE.max(1))
-            .copied()
-    }
-}
-
 /// Slots of the Maglev lookup table (prime, as Maglev requires).
 pub const MH_TABLE_SIZE: usize = 65537;
 
-/// Maglev hashing (ip_vs_mh, Maglev paper section 3.4): each target walks
-/// its own permutation of the table and claims the next free slot, `turns`
-/// (weight / gcd, scaled to at most 64) slots per round. A target leaving
-/// only remaps about its own share of flows. Keyed by client address and
-/// port so that one client's connections spread over the targets.
-#[derive(Debug, Default)]
-pub struct Maglev {
-    sig: Vec<(Target, u32)>,
-    table: Vec<Target>,
+/// The two table-driven schedulers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    /// Source hashing (ip_vs_sh): 256 buckets over weights, keyed by client address.
+    Sh,
+    /// Maglev hashing (ip_vs_mh): 65537 slots, keyed by client address and port.
+    Mh,
 }
 
-impl Maglev {
-    fn rebuild(&mut self, c: &[Candidate]) {
-        self.sig = signature(c);
-        self.table.clear();
-        let live: Vec<&Candidate> = c.iter().filter(|x| x.weight > 0).collect();
-        if live.is_empty() {
-            return;
+/// What to build a lookup table for: a pure description, so that the
+/// table can be built on any thread (the I/O layer's table builder) and
+/// handed back to the packet thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRequest {
+    /// Which table.
+    pub kind: TableKind,
+    /// The cluster's hash seed.
+    pub seed: u64,
+    /// The (target, weight) list it is for.
+    pub sig: Vec<(Target, u32)>,
+}
+
+/// A built lookup table of [`TableKind`] for one (target, weight) list.
+/// Immutable once built and shared by `Arc`: the packet thread swaps one
+/// table for another in a single assignment between two decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashTable {
+    kind: TableKind,
+    seed: u64,
+    sig: Vec<(Target, u32)>,
+    slots: Vec<Target>,
+}
+
+impl HashTable {
+    /// Builds the table `r` describes (pure; up to a few ms for Maglev).
+    pub fn build(r: &TableRequest) -> Self {
+        let live: Vec<(Target, u32)> = r.sig.iter().copied().filter(|x| x.1 > 0).collect();
+        let slots = match r.kind {
+            TableKind::Sh => sh_slots(&live),
+            TableKind::Mh => mh_slots(&live),
+        };
+        Self {
+            kind: r.kind,
+            seed: r.seed,
+            sig: r.sig.clone(),
+            slots,
         }
-        let m = MH_TABLE_SIZE as u64;
-        let g = live.iter().map(|x| x.weight).fold(0, gcd).max(1);
-        let max_turns = live.iter().map(|x| x.weight / g).max().unwrap_or(1).max(1);
-        let turns: Vec<u32> = live
-            .iter()
-            .map(|x| {
-                let t = x.weight / g;
-                if max_turns > 64 {
-                    ((u64::from(t) * 64 / u64::from(max_turns)) as u32).max(1)
-                } else {
-                    t
+    }
+    /// The (target, weight) list it was built for.
+    pub fn sig(&self) -> &[(Target, u32)] {
+        &self.sig
+    }
+    /// Which slot a flow hashes to (`None` for an empty table).
+    fn slot(&self, flow: &FlowKey) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let i = match self.kind {
+            TableKind::Sh => {
+                // LVS ip_vs_sh_hashkey: Knuth multiplicative hash of the
+                // address, mixed with the cluster seed here (seed 0: LVS's).
+                let key = u32::from(flow.client_ip) ^ (hash::mix64(self.seed) as u32);
+                (key.wrapping_mul(2_654_435_761) >> 24) as usize
+            }
+            TableKind::Mh => {
+                let h = hash::flow_hash(self.seed, flow.client_ip, flow.client_port);
+                (h % MH_TABLE_SIZE as u64) as usize
+            }
+        };
+        Some(i % self.slots.len())
+    }
+    /// The table's target for a flow.
+    pub fn lookup(&self, flow: &FlowKey) -> Option<Target> {
+        self.slot(flow).and_then(|i| self.slots.get(i).copied())
+    }
+}
+
+/// SH table: each target of non-zero weight holds `weight / gcd`
+/// consecutive buckets in turn.
+fn sh_slots(live: &[(Target, u32)]) -> Vec<Target> {
+    let mut table = Vec::with_capacity(SH_TABLE_SIZE);
+    if live.is_empty() {
+        return table;
+    }
+    let g = live.iter().map(|x| x.1).fold(0, gcd).max(1);
+    let mut k = 0;
+    while table.len() < SH_TABLE_SIZE {
+        let (t, w) = live[k % live.len()];
+        let turns = (w / g) as usize;
+        for _ in 0..turns.min(SH_TABLE_SIZE - table.len()) {
+            table.push(t);
+        }
+        k += 1;
+    }
+    table
+}
+
+/// Maglev table (paper section 3.4): each target walks its own permutation
+/// and claims the next free slot, `weight / gcd` (scaled to at most 64)
+/// slots per round.
+fn mh_slots(live: &[(Target, u32)]) -> Vec<Target> {
+    if live.is_empty() {
+        return Vec::new();
+    }
+    let m = MH_TABLE_SIZE as u64;
+    let g = live.iter().map(|x| x.1).fold(0, gcd).max(1);
+    let max_turns = live.iter().map(|x| x.1 / g).max().unwrap_or(1).max(1);
+    let turns: Vec<u32> = live
+        .iter()
+        .map(|x| {
+            let t = x.1 / g;
+            if max_turns > 64 {
+                ((u64::from(t) * 64 / u64::from(max_turns)) as u32).max(1)
+            } else {
+                t
+            }
+        })
+        .collect();
+    let mut perm: Vec<(u64, u64)> = live
+        .iter()
+        .map(|x| {
+            let id = x.0.index() as u64;
+            let offset = hash::hash2(id, 1) % m;
+            let skip = hash::hash2(id, 2) % (m - 1) + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut slots: Vec<Option<Target>> = vec![None; MH_TABLE_SIZE];
+    let mut filled = 0;
+    'fill: loop {
+        for (i, t) in live.iter().enumerate() {
+            for _ in 0..turns[i] {
+                let (ref mut next, skip) = perm[i];
+                while slots[*next as usize].is_some() {
+                    *next = (*next + skip) % m;
                 }
-            })
-            .collect();
-        let mut perm: Vec<(u64, u64)> = live
-            .iter()
-            .map(|x| {
-                let id = x.target.index() as u64;
-                let offset = hash::hash2(id, 1) % m;
-                let skip = hash::hash2(id, 2) % (m - 1) + 1;
-                (offset, skip)
-            })
-            .collect();
-        let mut slots: Vec<Option<Target>> = vec![None; MH_TABLE_SIZE];
-        let mut filled = 0;
-        'fill: loop {
-            for (i, t) in live.iter().enumerate() {
-                for _ in 0..turns[i] {
-                    let (ref mut next, skip) = perm[i];
-                    while slots[*next as usize].is_some() {
-                        *next = (*next + skip) % m;
-                    }
-                    slots[*next as usize] = Some(t.target);
-                    filled += 1;
-                    if filled == MH_TABLE_SIZE {
-                        break 'fill;
-                    }
+                slots[*next as usize] = Some(t.0);
+                filled += 1;
+                if filled == MH_TABLE_SIZE {
+                    break 'fill;
                 }
             }
         }
-        self.table = slots.into_iter().flatten().collect();
+    }
+    slots.into_iter().flatten().collect()
+}
+
+/// Slots walked past a stale table's ineligible target before the fallback.
+const STALE_WALK: usize = 64;
+
+/// The table-driven schedulers `sh` and `mh`. In `inline` mode a change of
+/// the candidates' (target, weight) list rebuilds the table in `pick`
+/// (tools and tests). Otherwise (the engine) `pick` never builds: it keeps
+/// deciding with the installed table and records a [`TableRequest`] that
+/// the I/O layer builds on a helper thread and hands back through
+/// [`Scheduler::install`]; until then a flow whose slot names a target no
+/// longer eligible takes the next eligible slot (at most [`STALE_WALK`]),
+/// else a hash over the eligible candidates, so decisions stay valid.
+#[derive(Debug)]
+pub struct Hashing {
+    kind: TableKind,
+    seed: u64,
+    inline: bool,
+    table: Arc<HashTable>,
+    want: Option<TableRequest>,
+    asked: bool,
+}
+
+impl Hashing {
+    /// A scheduler of `kind` under hash `seed`, with an empty table.
+    pub fn new(kind: TableKind, seed: u64, inline: bool) -> Self {
+        Self {
+            kind,
+            seed,
+            inline,
+            table: Arc::new(HashTable::build(&TableRequest {
+                kind,
+                seed,
+                sig: Vec::new(),
+            })),
+            want: None,
+            asked: false,
+        }
+    }
+    /// The installed table.
+    pub fn table(&self) -> &Arc<HashTable> {
+        &self.table
+    }
+    fn request(&self, c: &[Candidate]) -> TableRequest {
+        TableRequest {
+            kind: self.kind,
+            seed: self.seed,
+            sig: signature(c),
+        }
+    }
+    fn fallback(&self, flow: &FlowKey, c: &[Candidate]) -> Option<Target> {
+        let eligible = |t: Target| c.iter().any(|x| x.target == t && x.weight > 0);
+        if let Some(i) = self.table.slot(flow) {
+            let n = self.table.slots.len();
+            for k in 1..=STALE_WALK.min(n) {
+                let t = self.table.slots[(i + k) % n];
+                if eligible(t) {
+                    return Some(t);
+                }
+            }
+        }
+        let live: Vec<Target> = c
+            .iter()
+            .filter(|x| x.weight > 0)
+            .map(|x| x.target)
+            .collect();
+        let h = hash::flow_hash(self.seed, flow.client_ip, flow.client_port);
+        live.get((h % live.len().max(1) as u64) as usize).copied()
     }
 }
 
-impl Scheduler for Maglev {
+impl Scheduler for Hashing {
     fn name(&self) -> &'static str {
-        "mh"
+        match self.kind {
+            TableKind::Sh => "sh",
+            TableKind::Mh => "mh",
+        }
     }
     fn pick(&mut self, flow: &FlowKey, c: &[Candidate]) -> Option<Target> {
-        if !same_signature(&self.sig, c) || self.table.is_empty() {
-            self.rebuild(c);
+        self.observe(c);
+        if self.inline {
+            if let Some(r) = self.want.take() {
+                self.table = Arc::new(HashTable::build(&r));
+            }
         }
-        let h = hash::flow_hash(flow.client_ip, flow.client_port);
-        self.table.get((h % MH_TABLE_SIZE as u64) as usize).copied()
+        match self.table.lookup(flow) {
+            Some(t) if c.iter().any(|x| x.target == t && x.weight > 0) => Some(t),
+            _ => self.fallback(flow, c),
+        }
+    }
+    fn observe(&mut self, c: &[Candidate]) {
+        let stale = !same_signature(&self.table.sig, c);
+        let asked = self
+            .want
+            .as_ref()
+            .is_some_and(|w| same_signature(&w.sig, c));
+        if stale && !asked {
+            self.want = Some(self.request(c));
+            self.asked = false;
+        } else if !stale {
+            self.want = None;
+        }
+    }
+    fn take_request(&mut self) -> Option<TableRequest> {
+        if self.inline || self.asked {
+            return None;
+        }
+        self.asked = self.want.is_some();
+        self.want.clone()
+    }
+    fn install(&mut self, table: Arc<HashTable>) -> bool {
+        let current = self.want.as_ref().is_some_and(|w| w.sig == table.sig);
+        if table.kind != self.kind || table.seed != self.seed || !current {
+            return false;
+        }
+        self.table = table;
+        self.want = None;
+        true
     }
 }
 
@@ -541,7 +703,7 @@ mod tests {
     #[test]
     fn sh_is_sticky_per_client_address() {
         let c = cands(&[1, 1, 1, 1]);
-        let mut s = SourceHash::default();
+        let mut s = Hashing::new(TableKind::Sh, 0, true);
         for i in 0..200 {
             let mut f = flow(i);
             let a = s.pick(&f, &c);
@@ -556,7 +718,7 @@ mod tests {
     #[test]
     fn mh_weights_and_minimal_disruption() {
         let c = cands(&[1, 1, 2, 0]);
-        let mut s = Maglev::default();
+        let mut s = Hashing::new(TableKind::Mh, 0, true);
         let m = counts(&mut s, &c, 40000);
         assert_eq!(m.get(&Target::Real(2)), None);
         let (a, b, d) = (m[&Target::Local], m[&Target::Real(0)], m[&Target::Real(1)]);
@@ -586,7 +748,7 @@ mod tests {
     fn names_round_trip() {
         for k in all_kinds() {
             assert_eq!(k.as_str().parse::<SchedulerKind>().unwrap(), k);
-            assert_eq!(k.build().name(), k.as_str());
+            assert_eq!(k.build(0, true).name(), k.as_str());
         }
         assert!("fifo".parse::<SchedulerKind>().is_err());
     }
@@ -607,7 +769,7 @@ mod tests {
             }
             let any_live = weights.iter().any(|&w| w > 0);
             for k in all_kinds() {
-                let mut s = k.build();
+                let mut s = k.build(0, true);
                 for &f in &flows {
                     let got = s.pick(&flow(f), &c);
                     prop_assert_eq!(got.is_some(), any_live, "{}", k);
@@ -618,5 +780,89 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn deferred_tables_are_asked_for_once_and_never_built_in_pick() {
+        let a = cands(&[1, 1, 1]);
+        let mut s = Hashing::new(TableKind::Mh, 7, false);
+        s.observe(&a);
+        let r = s.take_request().unwrap();
+        assert_eq!(s.take_request(), None, "asked once");
+        // Before any table: still a valid decision (fallback).
+        let t = s.pick(&flow(1), &a).unwrap();
+        assert!(a.iter().any(|c| c.target == t));
+        assert!(s.install(Arc::new(HashTable::build(&r))));
+        let table = Arc::clone(s.table());
+        // Quiesce Real(0): pick does not build, the old table stays, and
+        // no decision goes to Real(0).
+        let b = cands(&[1, 0, 1]);
+        for i in 0..2000 {
+            let t = s.pick(&flow(i), &b).unwrap();
+            assert_ne!(t, Target::Real(0));
+            if table.lookup(&flow(i)) != Some(Target::Real(0)) {
+                assert_eq!(
+                    Some(t),
+                    table.lookup(&flow(i)),
+                    "unaffected flows keep their target"
+                );
+            }
+        }
+        assert!(Arc::ptr_eq(s.table(), &table));
+        let rb = s.take_request().unwrap();
+        assert_eq!(rb.sig, signature(&b));
+        // A table for an outdated list is refused.
+        assert!(!s.install(Arc::new(HashTable::build(&r))));
+        assert!(s.install(Arc::new(HashTable::build(&rb))));
+        assert_eq!(s.take_request(), None);
+    }
+
+    #[test]
+    fn the_swap_is_atomic_with_respect_to_decisions() {
+        // Decisions keep flowing on this thread while another thread builds
+        // the new table; every decision is the old table's or the new one's
+        // (never a half-built table's), and once one decision has used the
+        // new table, every later one does: a single switch-over point.
+        let a = cands(&[1, 1, 1, 1]);
+        let b = cands(&[1, 1, 1, 3]);
+        let mut s = Hashing::new(TableKind::Mh, 42, false);
+        s.observe(&a);
+        let ra = s.take_request().unwrap();
+        let old = Arc::new(HashTable::build(&ra));
+        assert!(s.install(Arc::clone(&old)));
+        s.observe(&b);
+        let rb = s.take_request().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let builder = std::thread::spawn(move || tx.send(Arc::new(HashTable::build(&rb))));
+        let new = Arc::new(HashTable::build(&s.request(&b)));
+        // Flows whose target differs between the tables tell them apart.
+        let probes: Vec<FlowKey> = (0..200_000)
+            .map(flow)
+            .filter(|f| old.lookup(f) != new.lookup(f))
+            .collect();
+        assert!(probes.len() > 1000, "{}", probes.len());
+        let (mut switched_at, mut i) = (None, 0usize);
+        loop {
+            if let Ok(t) = rx.try_recv() {
+                assert!(s.install(t));
+            }
+            let f = &probes[i % probes.len()];
+            let got = s.pick(f, &b);
+            if got == new.lookup(f) {
+                switched_at.get_or_insert(i);
+            } else {
+                assert_eq!(got, old.lookup(f), "decision {i} from neither table");
+                assert!(
+                    switched_at.is_none(),
+                    "old table used at {i} after the switch at {switched_at:?}"
+                );
+            }
+            i += 1;
+            if switched_at.is_some_and(|k| i > k + 10_000) {
+                break;
+            }
+        }
+        builder.join().unwrap().unwrap();
+        assert!(switched_at.is_some());
     }
 }

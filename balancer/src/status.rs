@@ -43,6 +43,21 @@ pub struct ProcessInfo {
     pub tx_errors_front: u64,
     /// Send errors on back.
     pub tx_errors_back: u64,
+    /// Sends retried after EAGAIN (socket buffer full) or ENOBUFS.
+    #[serde(default)]
+    pub tx_retries: u64,
+    /// Frames given up after the retries because the socket buffer stayed full (EAGAIN).
+    #[serde(default)]
+    pub tx_would_block: u64,
+    /// Frames given up after the retries because the device queue dropped them (ENOBUFS).
+    #[serde(default)]
+    pub tx_no_buffers: u64,
+    /// Frames given up for any other send error.
+    #[serde(default)]
+    pub tx_other_errors: u64,
+    /// sh/mh lookup tables built off the packet thread and swapped in.
+    #[serde(default)]
+    pub tables_installed: u64,
     /// Write errors on the TUN (local delivery lost).
     pub tun_errors: u64,
     /// Frames that filled the whole read buffer (possibly cut: dropped).
@@ -98,6 +113,10 @@ pub fn format_status(d: &StatusDoc) -> String {
     let errs = [
         ("tx_errors_front", p.tx_errors_front),
         ("tx_errors_back", p.tx_errors_back),
+        ("tx_retries", p.tx_retries),
+        ("tx_would_block", p.tx_would_block),
+        ("tx_no_buffers", p.tx_no_buffers),
+        ("tx_other_errors", p.tx_other_errors),
         ("tun_errors", p.tun_errors),
         ("rx_oversize", p.rx_oversize),
         ("rx_errors", p.rx_errors),

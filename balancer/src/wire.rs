@@ -459,7 +459,7 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
     }
     /// Whether the checksum verifies for the given pseudo-header addresses.
     pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        checksum::tcp_checksum(src, dst, self.buf.as_ref()) == self.checksum()
+        checksum::tcp_verifies(src, dst, self.buf.as_ref())
     }
 }
 
@@ -505,6 +505,8 @@ pub struct TcpFrameInfo {
     pub dst_port: u16,
     /// TCP flags.
     pub flags: TcpFlags,
+    /// TCP sequence number (a SYN's is the client's ISN).
+    pub seq: u32,
     /// IPv4 header length (20 unless options were allowed).
     pub ip_header_len: usize,
     /// IPv4 total length: the frame to send is `ETH_HEADER_LEN + ip_total_len`.
@@ -522,6 +524,17 @@ impl TcpFrameInfo {
     }
 }
 
+/// Whether the TCP checksum of a frame that [`tcp_frame_info`] accepted
+/// verifies (the segment is sliced by the IPv4 total length, so link
+/// padding is not summed). The IPv4 header checksum is checked by the
+/// parser itself: no NIC offloads it, whereas transmit checksum offload
+/// leaves TCP checksums partial, hence this separate, switchable check.
+pub fn tcp_checksum_ok(frame: &[u8], info: &TcpFrameInfo) -> bool {
+    frame
+        .get(info.tcp_offset()..info.frame_len())
+        .is_some_and(|seg| checksum::tcp_verifies(info.src_ip, info.dst_ip, seg))
+}
+
 /// Validates a frame as unfragmented Ethernet/IPv4/TCP (checking the IPv4
 /// header checksum, not the TCP one) and extracts what the engine needs.
 /// Check order, which decides the drop reason of a frame with several
@@ -536,14 +549,9 @@ pub fn parse_tcp_frame(frame: &[u8], allow_ip_options: bool) -> Result<TcpFrameI
     tcp_frame_info(&eth, &ip, allow_ip_options)
 }
 
-/// The checks of [`parse_tcp_frame`] after the IPv4 structure (header
-/// checksum, fragment, options, protocol, TCP structure), for a caller that
-/// already holds the Ethernet and IPv4 views and must not parse them again.
-pub fn tcp_frame_info(
-    eth: &EthernetFrame<&[u8]>,
-    ip: &Ipv4Packet<&[u8]>,
-    allow_ip_options: bool,
-) -> Result<TcpFrameInfo, WireError> {
+/// The IPv4 checks every protocol gets after the structure: header
+/// checksum, fragment, options (in that order).
+pub fn check_ipv4(ip: &Ipv4Packet<&[u8]>, allow_ip_options: bool) -> Result<(), WireError> {
     if !ip.verify_checksum() {
         return Err(WireError::BadChecksum);
     }
@@ -553,6 +561,18 @@ pub fn tcp_frame_info(
     if ip.has_options() && !allow_ip_options {
         return Err(WireError::IpOptions);
     }
+    Ok(())
+}
+
+/// The checks of [`parse_tcp_frame`] after the IPv4 structure (header
+/// checksum, fragment, options, protocol, TCP structure), for a caller that
+/// already holds the Ethernet and IPv4 views and must not parse them again.
+pub fn tcp_frame_info(
+    eth: &EthernetFrame<&[u8]>,
+    ip: &Ipv4Packet<&[u8]>,
+    allow_ip_options: bool,
+) -> Result<TcpFrameInfo, WireError> {
+    check_ipv4(ip, allow_ip_options)?;
     if ip.protocol() != checksum::IPPROTO_TCP {
         return Err(WireError::NotTcp);
     }
@@ -565,6 +585,7 @@ pub fn tcp_frame_info(
         src_port: tcp.src_port(),
         dst_port: tcp.dst_port(),
         flags: tcp.flags(),
+        seq: tcp.seq(),
         ip_header_len: ip.header_len(),
         ip_total_len: ip.total_len(),
     })

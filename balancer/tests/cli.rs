@@ -32,6 +32,8 @@ fn help_lists_every_run_flag_with_text() {
         "--method",
         "--bi-active",
         "--table-size",
+        "--verify-checksums",
+        "--hash-seed",
         "--timeout",
         "--node-id",
         "--member",
@@ -163,6 +165,34 @@ fn stats_without_a_balancer_fails_cleanly() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn oversized_table_is_a_configuration_error_naming_the_limit() {
+    for n in ["67108865", "1000000000000", "0"] {
+        let o = balancer(&[
+            "run",
+            "--front",
+            "f",
+            "--back",
+            "b",
+            "--vip",
+            "198.18.1.100:80",
+            "--real",
+            "198.18.11.11:80",
+            "--table-size",
+            n,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{n}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(
+            e.contains(
+                "table_size: expected an integer 1..=67108864 (the connection table reserves about"
+            ) && e.contains(&format!("got {n}")),
+            "{e}"
+        );
+    }
 }
 
 #[test]

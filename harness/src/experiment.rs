@@ -429,10 +429,13 @@ impl RunSpec {
                 forwarding: self.method.forwarding(),
                 timeouts: Default::default(),
                 table_size: balancer::config::DEFAULT_TABLE_SIZE,
+                verify_checksums: true,
                 cluster: Cluster {
                     node_id,
                     members: members.clone(),
                     key: (members.len() > 1).then(|| KeySource::Inline(key.to_string())),
+                    // One seed for the whole cluster, as secret as the key.
+                    hash_seed: balancer::hash::seed_from_key(key.as_bytes()),
                     ..Cluster::default()
                 },
                 health: HealthSettings::with_check(CheckKind::Http {
@@ -837,6 +840,13 @@ mod tests {
         // Every run of one process shares one random key; one balancer alone needs none.
         let again = s.balancers().unwrap();
         assert_eq!(again[0].config.cluster.key, again[1].config.cluster.key);
+        // ... and one hash seed, written into every balancer's file.
+        let seed = again[0].config.cluster.hash_seed;
+        assert_ne!(seed, 0);
+        assert_eq!(again[1].config.cluster.hash_seed, seed);
+        assert!(again[1]
+            .config_toml
+            .contains(&format!("hash_seed = \"{seed:#018x}\"")));
         assert!(
             matches!(&again[0].config.cluster.key, Some(KeySource::Inline(k)) if k.len() == 64)
         );

@@ -7,13 +7,15 @@
 //! The packet thread owns the engine, so the control thread never locks
 //! it: it sends a reply channel to the packet thread, wakes it through the
 //! self-pipe, and waits (bounded) for the document. Requests are handled
-//! one at a time with a 2 s I/O timeout and an 8 KiB head limit, so a slow
-//! or hostile client delays only other control clients, never packets.
+//! one at a time with an 8 KiB head limit and deadlines per phase (head
+//! [`REQUEST_DEADLINE`] from accept, answer [`ANSWER_WAIT`], reply
+//! [`WRITE_DEADLINE`], [`LINGER`]), so a slow or trickling client holds
+//! the endpoint for at most 4.75 s in all, and never delays packets.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Sender, SyncSender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use balancer::sched::Target;
@@ -21,8 +23,24 @@ use balancer::status::StatusDoc;
 
 /// Largest request head accepted.
 pub const MAX_HEAD: usize = 8192;
-/// Read/write timeout of a control connection.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deadline for a request's head, from the connection's accept: a client
+/// that has not sent a whole head by then gets 408.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
+/// Longest wait for the packet thread's answer.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(1);
+/// Deadline for writing the reply, from when it is ready.
+pub const WRITE_DEADLINE: Duration = Duration::from_millis(500);
+
+/// How long the reply's connection lingers for the client to read it.
+pub const LINGER: Duration = Duration::from_millis(250);
+
+/// Time left before `deadline` at `now`; `None` once it has passed (a zero
+/// socket timeout would mean "wait forever", so it is never returned).
+pub fn time_left(deadline: Instant, now: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(now)
+        .filter(|d| !d.is_zero())
+}
 
 /// An operator command, carried out by the packet thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +210,8 @@ pub fn spawn(
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(stream) = conn else { continue };
-                if let Err(e) = handle(stream, &requests, &wake) {
+                let deadline = Instant::now() + REQUEST_DEADLINE;
+                if let Err(e) = handle(stream, &requests, &wake, deadline) {
                     // Client errors (timeouts, resets) are not ours to shout about.
                     let _ = e;
                 }
@@ -202,13 +221,8 @@ pub fn spawn(
     Ok(())
 }
 
-fn handle(
-    mut s: TcpStream,
-    requests: &Sender<Request>,
-    wake: &std::fs::File,
-) -> std::io::Result<()> {
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.set_write_timeout(Some(IO_TIMEOUT))?;
+/// Reads the request head until it parses or `deadline` passes (408).
+fn read_route(s: &mut TcpStream, deadline: Instant) -> std::io::Result<Option<Result<Route, u16>>> {
     let mut buf = [0u8; MAX_HEAD];
     let mut n = 0;
     let route = loop {
@@ -217,8 +231,12 @@ fn handle(
             Err(code) => break Err(code),
             Ok(None) => {}
         }
+        let Some(left) = time_left(deadline, Instant::now()) else {
+            break Err(408);
+        };
+        s.set_read_timeout(Some(left))?;
         match s.read(&mut buf[n..]) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(None),
             Ok(k) => n += k,
             Err(e)
                 if matches!(
@@ -230,6 +248,35 @@ fn handle(
             }
             Err(e) => return Err(e),
         }
+    };
+    Ok(Some(route))
+}
+
+/// Writes `bytes` unless `deadline` passes first (a client reading slowly
+/// gets a cut reply, not the endpoint).
+fn write_by(s: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let left = time_left(deadline, Instant::now())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
+        s.set_write_timeout(Some(left))?;
+        match s.write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(k) => bytes = &bytes[k..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn handle(
+    mut s: TcpStream,
+    requests: &Sender<Request>,
+    wake: &std::fs::File,
+    deadline: Instant,
+) -> std::io::Result<()> {
+    let Some(route) = read_route(&mut s, deadline)? else {
+        return Ok(());
     };
     let reply = match route {
         Ok(Route::Stats) | Ok(Route::StatsHead) => {
@@ -259,7 +306,7 @@ fn handle(
             let (tx, rx) = mpsc::sync_channel(1);
             let r = requests.send(Request::Command(c, tx)).ok().and_then(|_| {
                 let _ = (&mut &*wake).write(&[1]);
-                rx.recv_timeout(Duration::from_secs(1)).ok()
+                rx.recv_timeout(ANSWER_WAIT).ok()
             });
             match r {
                 Some(Ok(m)) => response(200, "text/plain", &(m + "\n"), false),
@@ -277,8 +324,26 @@ fn handle(
         Ok(Route::MethodNotAllowed) => response(405, "text/plain", "only GET and HEAD\n", false),
         Err(code) => response(code, "text/plain", &format!("{}\n", reason(code)), false),
     };
-    s.write_all(&reply)?;
-    s.flush()
+    write_by(&mut s, &reply, Instant::now() + WRITE_DEADLINE)?;
+    linger(&mut s)
+}
+
+/// After the reply: send FIN, then discard what the client still sends
+/// for at most [`LINGER`], so that closing with unread input (a trickler
+/// cut off by the deadline) does not reset the connection before the
+/// client has read its reply (the reason for Apache's lingering close).
+fn linger(s: &mut TcpStream) -> std::io::Result<()> {
+    s.shutdown(std::net::Shutdown::Write)?;
+    let end = Instant::now() + LINGER;
+    let mut sink = [0u8; 1024];
+    while let Some(left) = time_left(end, Instant::now()) {
+        s.set_read_timeout(Some(left))?;
+        match s.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Asks the packet thread for a document (bounded wait).
@@ -286,7 +351,7 @@ fn fetch_doc(requests: &Sender<Request>, mut wake: &std::fs::File) -> Option<Sta
     let (tx, rx) = mpsc::sync_channel(1);
     requests.send(Request::Doc(tx)).ok().and_then(|_| {
         let _ = wake.write(&[1]);
-        rx.recv_timeout(Duration::from_secs(1)).ok()
+        rx.recv_timeout(ANSWER_WAIT).ok()
     })
 }
 
@@ -437,8 +502,9 @@ mod tests {
         assert!(parse_response(b"HTTP/1.1 abc\r\n\r\n").is_err());
     }
 
-    #[test]
-    fn server_answers_over_loopback() {
+    /// A control server on an ephemeral loopback port with a stand-in
+    /// packet loop answering document requests.
+    fn start_server() -> SocketAddr {
         use balancer::config::Config;
         use balancer::engine::{Balancer, Interfaces};
         use balancer::status::ProcessInfo;
@@ -484,6 +550,72 @@ mod tests {
                 }
             }
         });
+        addr
+    }
+
+    #[test]
+    fn time_left_never_returns_zero() {
+        let t = Instant::now();
+        let d = t + Duration::from_millis(5);
+        assert_eq!(time_left(d, t), Some(Duration::from_millis(5)));
+        assert_eq!(time_left(d, d), None);
+        assert_eq!(time_left(t, d), None);
+    }
+
+    /// Most one request holds the endpoint: head, answer, reply and linger.
+    const REQUEST_MAX: Duration = REQUEST_DEADLINE
+        .saturating_add(ANSWER_WAIT)
+        .saturating_add(WRITE_DEADLINE)
+        .saturating_add(LINGER);
+
+    #[test]
+    fn a_trickling_client_is_cut_off_at_the_request_deadline() {
+        assert_eq!(REQUEST_MAX, Duration::from_millis(4750), "module doc");
+        let addr = start_server();
+        // One byte of a never-ending head every 100 ms: each read returns
+        // quickly, so only the overall deadline can end it.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        let start = Instant::now();
+        let writer = {
+            let mut w = slow.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let _ = w.write_all(b"GET /stats HTTP/1.1\r\n");
+                for _ in 0..100 {
+                    if w.write_all(b"X").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        // A well-behaved client queued behind it is served once it is cut.
+        let queued = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let t = Instant::now();
+            let r = fetch(addr, "/stats", Duration::from_secs(10));
+            (r.is_ok(), t.elapsed())
+        });
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut r = Vec::new();
+        let _ = slow.read_to_end(&mut r);
+        let took = start.elapsed();
+        assert!(
+            String::from_utf8_lossy(&r).starts_with("HTTP/1.1 408"),
+            "{:?}",
+            String::from_utf8_lossy(&r)
+        );
+        assert!(took >= REQUEST_DEADLINE && took < REQUEST_MAX, "{took:?}");
+        let (ok, waited) = queued.join().unwrap();
+        assert!(ok);
+        assert!(waited < REQUEST_MAX, "{waited:?}");
+        drop(slow);
+        let _ = writer.join();
+    }
+
+    #[test]
+    fn server_answers_over_loopback() {
+        let addr = start_server();
         let body = fetch(addr, "/stats", Duration::from_secs(2)).unwrap();
         let d: StatusDoc = serde_json::from_str(&body).unwrap();
         assert_eq!(d.process.pid, 7);

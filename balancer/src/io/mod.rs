@@ -9,6 +9,7 @@
 //! * [`control`]: the `GET /stats` HTTP endpoint and its client.
 //! * [`heartbeat`]: the heartbeat multicast socket on `front`.
 //! * [`health`]: the health-check thread (reqwest / TCP connect).
+//! * [`tables`]: the thread that builds sh/mh lookup tables off the packet thread.
 //! * [`runner`]: the packet loop (one thread, poll(2)).
 
 pub mod arp;
@@ -19,3 +20,4 @@ pub mod heartbeat;
 pub mod packet;
 pub mod runner;
 pub mod sys;
+pub mod tables;

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use balancer::wire::MacAddr;
 use pnet::datalink::{self, Channel, DataLinkReceiver, DataLinkSender, NetworkInterface};
 
+use super::batch::{drain, Flushed, RETRY_WAIT};
 use super::sys;
 
 /// How frames are read and sent once pnet has set the channel up.
@@ -204,25 +205,32 @@ impl Port {
         }
     }
 
-    /// Sends one frame (waiting up to 200 ms for room in the socket buffer).
-    pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        match self.io {
-            IoMode::Pnet => match self.tx.send_to(frame, None) {
-                Some(r) => r,
-                None => Err(io::Error::other("pnet: frame larger than its write buffer")),
+    /// Sends one frame under [`drain`]'s policy: EAGAIN and ENOBUFS are
+    /// retried a bounded number of times (each after waiting at most
+    /// [`RETRY_WAIT`] for room), and a frame given up is counted by reason.
+    pub fn send(&mut self, frame: &[u8]) -> Flushed {
+        let (fd, io, tx) = (self.fd, self.io, &mut self.tx);
+        drain(
+            1,
+            |_| match io {
+                IoMode::Pnet => match tx.send_to(frame, None) {
+                    Some(r) => r.map(|()| 1),
+                    None => Err(io::Error::other("pnet: frame larger than its write buffer")),
+                },
+                IoMode::Direct | IoMode::Mmsg => sys::send_frame(fd, frame).map(|()| 1),
             },
-            IoMode::Direct | IoMode::Mmsg => match sys::send_frame(self.fd, frame) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut p = [libc::pollfd {
-                        fd: self.fd,
-                        events: libc::POLLOUT,
-                        revents: 0,
-                    }];
-                    sys::poll(&mut p, Duration::from_millis(200))?;
-                    sys::send_frame(self.fd, frame)
-                }
-                r => r,
-            },
-        }
+            || wait_writable(fd),
+        )
     }
+}
+
+/// Waits at most [`RETRY_WAIT`] for room in `fd`'s send buffer (the
+/// outcome does not matter: the retry that follows tells).
+pub fn wait_writable(fd: RawFd) {
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    }];
+    let _ = sys::poll(&mut p, RETRY_WAIT);
 }

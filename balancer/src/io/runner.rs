@@ -60,12 +60,13 @@ use balancer::status::{ProcessInfo, StatusDoc};
 use balancer::wire::{arp_request, parse_arp, ETHERTYPE_ARP};
 
 use super::arp::Resolver;
-use super::batch::{drain, next_want, Batch, MAX_BATCH};
+use super::batch::{drain, next_want, Batch, Flushed, TxDrops, MAX_BATCH};
 use super::control::{self, Command, Request};
 use super::health::{self as checker, CheckResult};
 use super::heartbeat::HeartbeatSocket;
-use super::packet::{find_interface, IoMode, Port, PortOptions, Recv};
+use super::packet::{find_interface, wait_writable, IoMode, Port, PortOptions, Recv};
 use super::sys::{self, Waker};
+use super::tables::Tables;
 
 /// ARP retry interval for unresolved real servers.
 const ARP_INTERVAL: Duration = Duration::from_secs(1);
@@ -117,12 +118,35 @@ struct IoCounters {
     packets_out: u64,
     tx_errors_front: u64,
     tx_errors_back: u64,
+    tx_retries: u64,
+    tx_drops: TxDrops,
+    tables_installed: u64,
     tun_errors: u64,
     rx_oversize: u64,
     rx_errors: u64,
     arp_requests: u64,
     arp_seen: u64,
 }
+
+impl IoCounters {
+    /// Counts frames given up on `iface`: tx errors of the interface, and by reason.
+    fn tx_lost(&mut self, iface: Iface, d: TxDrops) {
+        match iface {
+            Iface::Front => self.tx_errors_front += d.total(),
+            Iface::Back => self.tx_errors_back += d.total(),
+        }
+        self.tx_drops.would_block += d.would_block;
+        self.tx_drops.no_buffers += d.no_buffers;
+        self.tx_drops.other += d.other;
+    }
+}
+
+/// One frame lost for a reason other than the kernel's (a length bug).
+const ONE_OTHER: TxDrops = TxDrops {
+    would_block: 0,
+    no_buffers: 0,
+    other: 1,
+};
 
 #[derive(Debug)]
 struct Rate {
@@ -134,6 +158,8 @@ struct Rate {
 }
 
 struct Loop {
+    /// Builds sh/mh tables off this thread.
+    tables: Tables,
     bal: Balancer,
     front: Port,
     back: Port,
@@ -227,6 +253,7 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         .install_signal_handlers()
         .context("installing SIGINT/SIGTERM handlers")?;
     let checks = start_checks(&cfg, &waker, start)?;
+    let tables = Tables::spawn(waker.handle().context("cloning the wake-up pipe")?)?;
     let (req_tx, req_rx) = mpsc::channel();
     control::spawn(
         listener,
@@ -292,6 +319,7 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         flows_checked: now,
         checks,
         drained: false,
+        tables,
     };
     l.run()?;
     l.summary();
@@ -496,6 +524,7 @@ impl Loop {
                 self.receive_heartbeats();
             }
             self.membership();
+            self.swap_tables();
             let now = Instant::now();
             if now >= next_tick {
                 self.on_tick();
@@ -506,6 +535,23 @@ impl Loop {
             }
         }
         Ok(())
+    }
+
+    /// Passes the engine's table request (after a weight, health or MAC
+    /// change) to the builder thread, and installs what it has built.
+    fn swap_tables(&mut self) {
+        if let Some(r) = self.bal.take_table_request() {
+            if !self.tables.request(r) {
+                // The builder is gone (it cannot panic on a valid request):
+                // build here rather than keep a stale table forever.
+                self.bal.build_tables_now();
+            }
+        }
+        while let Ok(t) = self.tables.ready() {
+            if self.bal.install_table(t) {
+                self.io.tables_installed += 1;
+            }
+        }
     }
 
     /// Reads what one port has queued and carries out the actions: one
@@ -633,10 +679,7 @@ impl Loop {
                 Action::Forward { iface, len } if len <= rx.len => {
                     b.txq[usize::from(iface == Iface::Back)].push((off, len));
                 }
-                Action::Forward { iface, .. } => match iface {
-                    Iface::Front => self.io.tx_errors_front += 1,
-                    Iface::Back => self.io.tx_errors_back += 1,
-                },
+                Action::Forward { iface, .. } => self.io.tx_lost(iface, ONE_OTHER),
                 Action::DeliverLocal { offset, len } => tun_write(
                     self.tun.as_mut(),
                     frame,
@@ -651,8 +694,8 @@ impl Loop {
         self.flush(Iface::Back);
     }
 
-    /// Sends one interface's queued frames (sendmmsg, partial sends retried,
-    /// a full socket buffer dropping the rest) and empties the queue.
+    /// Sends one interface's queued frames (sendmmsg; partial sends, EAGAIN
+    /// and ENOBUFS retried within bounds, see [`drain`]) and empties the queue.
     fn flush(&mut self, iface: Iface) {
         let Some(b) = self.batch.as_mut() else {
             return;
@@ -661,24 +704,40 @@ impl Loop {
         if b.txq[i].is_empty() {
             return;
         }
-        let (port, errs) = match iface {
-            Iface::Front => (&self.front, &mut self.io.tx_errors_front),
-            Iface::Back => (&self.back, &mut self.io.tx_errors_back),
+        let port = match iface {
+            Iface::Front => &self.front,
+            Iface::Back => &self.back,
         };
         let (q, msgs, bufs) = (&b.txq[i], &mut b.tx_msgs, &b.bufs);
-        let f = drain(q.len(), |start| {
-            sys::send_frames(port.fd, msgs, bufs, &q[start..])
-        });
+        let f = drain(
+            q.len(),
+            |start| sys::send_frames(port.fd, msgs, bufs, &q[start..]),
+            || wait_writable(port.fd),
+        );
         b.txq[i].clear();
         b.stats.tx_calls += f.calls;
+        self.sent(iface, f);
+    }
+
+    /// Counts what one send did on `iface` (frames given up as tx errors
+    /// of the interface and by reason), logging the first error once.
+    fn sent(&mut self, iface: Iface, f: Flushed) {
+        let (port, i) = match iface {
+            Iface::Front => (&self.front, 0),
+            Iface::Back => (&self.back, 1),
+        };
         self.io.packets_out += f.sent;
-        *errs += f.dropped;
+        self.io.tx_retries += f.retries;
+        self.io.tx_lost(iface, f.dropped);
         if let Some(e) = f.error {
             if !self.logged_tx_error[i] {
                 self.logged_tx_error[i] = true;
                 eprintln!(
-                    "balancer: send error on {} '{}': {e} ({} frames of this batch dropped, counted; logged once)",
-                    port.role, port.name, f.dropped
+                    "balancer: send error on {} '{}': {e} ({} frames dropped after {} retries, counted by reason; logged once)",
+                    port.role,
+                    port.name,
+                    f.dropped.total(),
+                    f.retries
                 );
             }
         }
@@ -687,29 +746,18 @@ impl Loop {
     fn execute(&mut self, action: Action) {
         match action {
             Action::Forward { iface, len } => {
-                let (port, errs, i) = match iface {
-                    Iface::Front => (&mut self.front, &mut self.io.tx_errors_front, 0),
-                    Iface::Back => (&mut self.back, &mut self.io.tx_errors_back, 1),
-                };
                 // The engine never grows a frame; a longer length would be a
                 // bug: dropped and counted, as on the batched path.
                 let Some(frame) = self.buf.get(..len) else {
-                    *errs += 1;
+                    self.io.tx_lost(iface, ONE_OTHER);
                     return;
                 };
-                match port.send(frame) {
-                    Ok(()) => self.io.packets_out += 1,
-                    Err(e) => {
-                        *errs += 1;
-                        if !self.logged_tx_error[i] {
-                            self.logged_tx_error[i] = true;
-                            eprintln!(
-                                "balancer: send error on {} '{}': {e} (counted; logged once)",
-                                port.role, port.name
-                            );
-                        }
-                    }
-                }
+                let port = match iface {
+                    Iface::Front => &mut self.front,
+                    Iface::Back => &mut self.back,
+                };
+                let f = port.send(frame);
+                self.sent(iface, f);
             }
             Action::DeliverLocal { offset, len } => tun_write(
                 self.tun.as_mut(),
@@ -900,11 +948,10 @@ impl Loop {
             let src = self.back.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
             for ip in ips {
                 let f = arp_request(self.back.mac, src, ip);
-                if self.back.send(&f).is_ok() {
-                    self.io.arp_requests += 1;
-                } else {
-                    self.io.tx_errors_back += 1;
-                }
+                let r = self.back.send(&f);
+                self.io.arp_requests += r.sent;
+                // Not a forwarded packet: only a loss is counted.
+                self.sent(Iface::Back, Flushed { sent: 0, ..r });
             }
         }
         let t = Instant::now();
@@ -987,6 +1034,11 @@ impl Loop {
             cpu_ns_per_packet_out: per(io.packets_out),
             tx_errors_front: io.tx_errors_front,
             tx_errors_back: io.tx_errors_back,
+            tx_retries: io.tx_retries,
+            tx_would_block: io.tx_drops.would_block,
+            tx_no_buffers: io.tx_drops.no_buffers,
+            tx_other_errors: io.tx_drops.other,
+            tables_installed: io.tables_installed,
             tun_errors: io.tun_errors,
             rx_oversize: io.rx_oversize,
             rx_errors: io.rx_errors,
