@@ -173,6 +173,7 @@ impl<'a> Ctx<'a> {
             timeout_s: opts.spec.timeout_s,
             server_threads: opts.spec.server_threads,
             client_threads: 1,
+            health_checks: false,
         };
         let lb = run_spec
             .balancers()?

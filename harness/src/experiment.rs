@@ -90,6 +90,17 @@ pub struct RunSpec {
     pub server_threads: u32,
     /// loadgen `--threads` per client.
     pub client_threads: u32,
+    /// Whether the balancers health-check their targets (HTTP GET /stats). Off for the Table I
+    /// sweeps and bench-balancer: a server past saturation misses its 200 ms checks, and a
+    /// balancer whose targets all look down withdraws from ownership, which measures the
+    /// checks, not the cluster. On for `harness run`, whose faults need them.
+    #[serde(default = "health_checks_default")]
+    pub health_checks: bool,
+}
+
+/// Records written before the field existed ran with health checks.
+fn health_checks_default() -> bool {
+    true
 }
 
 /// Why a run cannot be planned.
@@ -438,12 +449,16 @@ impl RunSpec {
                     hash_seed: balancer::hash::seed_from_key(key.as_bytes()),
                     ..Cluster::default()
                 },
-                health: HealthSettings::with_check(CheckKind::Http {
-                    // realserver answers /stats without counting it, so the
-                    // checks leave the "served by node" table alone.
-                    path: "/stats".into(),
-                    expect_status: 200,
-                }),
+                health: if self.health_checks {
+                    HealthSettings::with_check(CheckKind::Http {
+                        // realserver answers /stats without counting it, so the
+                        // checks leave the "served by node" table alone.
+                        path: "/stats".into(),
+                        expect_status: 200,
+                    })
+                } else {
+                    HealthSettings::default()
+                },
             };
             config.validate().map_err(|e| {
                 PlanError(format!(
@@ -779,7 +794,26 @@ mod tests {
             timeout_s: 5.0,
             server_threads: 1,
             client_threads: 1,
+            health_checks: true,
         }
+    }
+
+    #[test]
+    fn health_checks_follow_the_spec() {
+        let mut s = spec("1lb-1rs", true);
+        let on = s.balancers_keyed("k").unwrap();
+        assert!(
+            on[0].config_toml.contains("/stats"),
+            "{}",
+            on[0].config_toml
+        );
+        s.health_checks = false;
+        let off = s.balancers_keyed("k").unwrap();
+        assert!(
+            !off[0].config_toml.contains("/stats"),
+            "{}",
+            off[0].config_toml
+        );
     }
 
     #[test]

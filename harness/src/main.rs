@@ -330,6 +330,7 @@ fn point_options(
         timeout_s: a.timeout,
         server_threads: a.server_threads,
         client_threads: a.client_threads,
+        health_checks: true,
     };
     spec.validate().map_err(|e| e.to_string())?;
     Ok(RunOptions {

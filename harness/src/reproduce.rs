@@ -219,6 +219,8 @@ pub fn run_spec(
         timeout_s: TIMEOUT_S,
         server_threads: 1,
         client_threads: 1,
+        // The paper's runs had none; past saturation they would withdraw balancers.
+        health_checks: false,
     };
     s.validate().map_err(|e| format!("{config}: {e}"))?;
     Ok(s)
@@ -243,9 +245,10 @@ fn notes(spec: &SweepSpec, profile: &Profile) -> Vec<String> {
             spec.clients,
             fmt_num(TIMEOUT_S)
         ),
+        "Balancers run with heartbeat membership (two-balancer configurations) but without health checks of their targets, as in the paper: past saturation a server misses its checks and a balancer whose targets all look down withdraws from ownership (a quick 2-LB run with checks on lost 17-21 % of the bi-active reply rate past saturation that way).".into(),
     ];
     if spec.generator == "httperf" {
-        v.push("httperf 0.9.0 uses select(): it limits itself to 1024 open files (FD_SETSIZE), so past saturation, with many connections waiting for their timeout, it reports fd-unavail errors where loadgen keeps connecting.".into());
+        v.push("httperf 0.9.0 uses select(): it limits itself to 1024 open files (FD_SETSIZE), so past saturation, with many connections waiting for their timeout, it reports fd-unavail errors; loadgen's default --max-inflight is the same 1024.".into());
     }
     v
 }
