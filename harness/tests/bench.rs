@@ -4,8 +4,6 @@
 //! other namespace tests by the shared test lock; a guard runs `harness
 //! down` at the end, even when an assertion fails.
 
-use std::process::{Command, Output, Stdio};
-
 use harness::bench::{BenchRecord, Target};
 use harness::cgroup::CgroupFlavor;
 use harness::discover::discover;
@@ -13,24 +11,9 @@ use harness::privilege::is_privileged;
 
 mod common;
 
+use common::{harness, DownGuard};
+
 const BIN: &str = env!("CARGO_BIN_EXE_harness");
-
-fn harness(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// Runs `harness down` when dropped.
-struct DownGuard;
-
-impl Drop for DownGuard {
-    fn drop(&mut self) {
-        let _ = harness(&["down"]);
-    }
-}
 
 #[test]
 fn bench_balancer_runs_every_configuration() {

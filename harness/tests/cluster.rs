@@ -7,7 +7,7 @@
 //! when an assertion fails.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use harness::cgroup::CgroupFlavor;
 use harness::discover::discover;
@@ -18,30 +18,9 @@ use harness::topology::Role;
 
 mod common;
 
+use common::{harness, DownGuard};
+
 const BIN: &str = env!("CARGO_BIN_EXE_harness");
-
-fn harness(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// Runs `harness down` when dropped.
-struct DownGuard;
-
-impl Drop for DownGuard {
-    fn drop(&mut self) {
-        let o = harness(&["down"]);
-        if !o.status.success() {
-            eprintln!(
-                "cleanup `harness down` failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-    }
-}
 
 fn assert_clean(when: &str) {
     let inv = discover(CgroupFlavor::detect().ok().as_ref());

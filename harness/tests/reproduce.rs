@@ -6,31 +6,16 @@
 //! shared test lock; a guard runs `harness down` at the end.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use harness::privilege::is_privileged;
 use reports::model::Reproduction;
 
 mod common;
 
+use common::{harness, DownGuard};
+
 const BIN: &str = env!("CARGO_BIN_EXE_harness");
-
-fn harness(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// Runs `harness down` when dropped.
-struct DownGuard;
-
-impl Drop for DownGuard {
-    fn drop(&mut self) {
-        let _ = harness(&["down"]);
-    }
-}
 
 fn assert_no_namespace(when: &str) {
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();

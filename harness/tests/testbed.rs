@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,15 +18,9 @@ use harness::Testbed;
 
 mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_harness");
+use common::{harness, DownGuard};
 
-fn harness(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_harness");
 
 fn ok(args: &[&str]) -> String {
     let o = harness(args);
@@ -38,21 +32,6 @@ fn ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Runs `harness down` when dropped, so a failing assertion leaves nothing.
-struct DownGuard;
-
-impl Drop for DownGuard {
-    fn drop(&mut self) {
-        let o = harness(&["down"]);
-        if !o.status.success() {
-            eprintln!(
-                "cleanup `harness down` failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-    }
 }
 
 fn ours_left() -> harness::plan::Inventory {

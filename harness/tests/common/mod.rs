@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use harness::state::{lock, Lock};
@@ -81,4 +82,29 @@ pub fn interrupt_once_clients_run(bin: &str, args: &[&str], marker: &Path) -> st
     assert!(t0.elapsed().as_secs() < 20, "Ctrl-C took too long");
     assert!(stderr.contains("testbed torn down"), "{stderr}");
     o
+}
+
+/// Run this build's harness binary with `args` (no stdin).
+pub fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Runs `harness down` when dropped, so a failing assertion leaves nothing (and says so when
+/// the cleanup itself fails).
+pub struct DownGuard;
+
+impl Drop for DownGuard {
+    fn drop(&mut self) {
+        let o = harness(&["down"]);
+        if !o.status.success() {
+            eprintln!(
+                "cleanup `harness down` failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
 }
