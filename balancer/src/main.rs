@@ -85,6 +85,7 @@ fn run(a: &RunArgs) -> ExitCode {
         control: a.control,
         batch: a.batch as usize,
         cluster_key,
+        early_drop: a.early_drop == cli::OnOff::On,
     };
     match runner::run(cfg, opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -397,6 +397,16 @@ pub(crate) fn start_balancers(
     lbs: &[BalancerPlan],
     procs: &mut Procs,
 ) -> Result<(), RunError> {
+    start_balancers_with(site, lbs, &[], procs)
+}
+
+/// [`start_balancers`] with extra `balancer run` flags (I/O variants).
+pub(crate) fn start_balancers_with(
+    site: Site<'_>,
+    lbs: &[BalancerPlan],
+    extra: &[&str],
+    procs: &mut Procs,
+) -> Result<(), RunError> {
     let first = procs.0.len();
     for b in lbs {
         let cfg = site.out.join("config").join(format!("{}.toml", b.node));
@@ -404,6 +414,7 @@ pub(crate) fn start_balancers(
             .map_err(io_err(format!("writing {}", cfg.display())))?;
         let mut argv = vec![site.bins.balancer.display().to_string()];
         argv.extend(b.args(&cfg));
+        argv.extend(extra.iter().map(|s| s.to_string()));
         let log = site.log(&format!("{}.balancer.log", b.node));
         let what = format!("balancer in {}", b.node);
         procs
