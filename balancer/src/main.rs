@@ -79,6 +79,7 @@ fn run(a: &RunArgs) -> ExitCode {
             rcvbuf: a.rcvbuf,
             sndbuf: a.sndbuf,
             promisc: a.promisc,
+            qdisc_bypass: a.qdisc_bypass == cli::OnOff::On,
         },
         tick: Duration::from_millis(a.tick_ms),
         tun: a.tun.clone(),

@@ -159,12 +159,15 @@ pub struct BalancerPlan {
     /// `config` as the TOML file `balancer run --config` reads (the
     /// balancer's serializer wrote it).
     pub config_toml: String,
+    /// Send past the qdisc (`--qdisc-bypass on`): only where the profile
+    /// emulates no link rate, since bypassing would skip its tbf shaping.
+    pub qdisc_bypass: bool,
 }
 
 impl BalancerPlan {
     /// balancer arguments (after the program path) given the config file.
     pub fn args(&self, config: &Path) -> Vec<String> {
-        vec![
+        let mut v: Vec<String> = vec![
             "run".into(),
             "--config".into(),
             config.display().to_string(),
@@ -172,7 +175,11 @@ impl BalancerPlan {
             self.control.to_string(),
             "--tun".into(),
             VIP_TUN.into(),
-        ]
+        ];
+        if self.qdisc_bypass {
+            v.extend(["--qdisc-bypass".into(), "on".into()]);
+        }
+        v
     }
 }
 
@@ -478,6 +485,7 @@ impl RunSpec {
                     config.to_toml_string()
                 ),
                 config,
+                qdisc_bypass: self.profile.link_mbit.is_none(),
             });
         }
         Ok(out)

@@ -56,8 +56,14 @@ fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Resul
 /// An unbound AF_PACKET raw socket (protocol 0: it receives nothing until
 /// pnet binds it to one interface with ETH_P_ALL), with its buffers sized
 /// and PACKET_IGNORE_OUTGOING set so the balancer never reads the frames it
-/// sends itself. Returns the socket and the effective (rcvbuf, sndbuf).
-pub fn packet_socket(rcvbuf: u32, sndbuf: u32) -> io::Result<(OwnedFd, u32, u32)> {
+/// sends itself. With `qdisc_bypass`, frames sent go straight to the driver
+/// (PACKET_QDISC_BYPASS), skipping the interface's queueing discipline.
+/// Returns the socket and the effective (rcvbuf, sndbuf).
+pub fn packet_socket(
+    rcvbuf: u32,
+    sndbuf: u32,
+    qdisc_bypass: bool,
+) -> io::Result<(OwnedFd, u32, u32)> {
     // SAFETY: plain socket(2) call; the result is checked before use.
     let fd = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
@@ -74,6 +80,9 @@ pub fn packet_socket(rcvbuf: u32, sndbuf: u32) -> io::Result<(OwnedFd, u32, u32)
         }
     }
     setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
+    if qdisc_bypass {
+        setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
+    }
     // The kernel reports twice the requested value (bookkeeping overhead).
     let r = getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF)? as u32 / 2;
     let s = getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF)? as u32 / 2;
