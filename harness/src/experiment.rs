@@ -896,8 +896,14 @@ mod tests {
         assert_eq!(one[0].config.cluster.key, None);
         assert_eq!(
             b[0].args(Path::new("/r/lb1.toml")).join(" "),
-            "run --config /r/lb1.toml --control 198.18.1.11:9100 --tun vip0"
+            "run --config /r/lb1.toml --control 198.18.1.11:9100 --tun vip0 --qdisc-bypass on"
         );
+        // A profile that shapes the links with tbf keeps the qdisc in the path.
+        let mut shaped = spec("1lb-1rs", true);
+        shaped.profile = Profile::builtin("paper").unwrap();
+        assert!(!shaped.balancers().unwrap()[0]
+            .args(Path::new("/r/lb1.toml"))
+            .contains(&"--qdisc-bypass".to_string()));
         let dr = spec("1lb-1rs-dr", true).balancers().unwrap();
         assert_eq!(dr[0].config.forwarding, Forwarding::Dr);
         assert!(dr[0].config.bi_active);
