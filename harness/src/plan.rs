@@ -1047,7 +1047,10 @@ mod tests {
         let no_br_nf = script
             .find("ip netns exec bal-sw sysctl -qew net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0")
             .expect("bridges without netfilter");
-        assert!(no_br_nf < script.find("type bridge").unwrap(), "before the first bridge");
+        assert!(
+            no_br_nf < script.find("type bridge").unwrap(),
+            "before the first bridge"
+        );
         assert!(script
             .contains("ip netns exec bal-lb1 ethtool -K front tx off tso off gso off gro off"));
         assert!(script

@@ -304,9 +304,17 @@ mod tests {
     #[test]
     fn back_drops_tcp_and_icmp_not_to_its_own_addresses() {
         let p = program(&Rule::TcpIcmpNotTo(vec![OWN]));
-        assert_eq!(run(&p, &frame(0x0800, 6, CLIENT, 60)), TCX_DROP, "NATed reply");
+        assert_eq!(
+            run(&p, &frame(0x0800, 6, CLIENT, 60)),
+            TCX_DROP,
+            "NATed reply"
+        );
         assert_eq!(run(&p, &frame(0x0800, 1, CLIENT, 60)), TCX_DROP, "ICMP");
-        assert_eq!(run(&p, &frame(0x0800, 6, OWN, 60)), TCX_NEXT, "health check");
+        assert_eq!(
+            run(&p, &frame(0x0800, 6, OWN, 60)),
+            TCX_NEXT,
+            "health check"
+        );
         assert_eq!(run(&p, &frame(0x0800, 17, CLIENT, 60)), TCX_NEXT, "UDP");
         let mc = Ipv4Addr::new(224, 0, 0, 18);
         assert_eq!(run(&p, &frame(0x0800, 6, mc, 60)), TCX_NEXT, "multicast");
@@ -357,10 +365,26 @@ mod tests {
             // (BPF_PROG_TEST_RUN refuses an IPv4 frame shorter than an IP
             // header: the short case is the interpreter's; the verifier
             // itself refuses a program whose loads are not bounds-checked.)
-            (Rule::TcpIcmpNotTo(vec![OWN]), frame(0x0800, 6, CLIENT, 60), TCX_DROP),
-            (Rule::TcpIcmpNotTo(vec![OWN]), frame(0x0800, 1, CLIENT, 60), TCX_DROP),
-            (Rule::TcpIcmpNotTo(vec![OWN]), frame(0x0800, 6, OWN, 60), TCX_NEXT),
-            (Rule::TcpIcmpNotTo(vec![OWN]), frame(0x0800, 17, CLIENT, 60), TCX_NEXT),
+            (
+                Rule::TcpIcmpNotTo(vec![OWN]),
+                frame(0x0800, 6, CLIENT, 60),
+                TCX_DROP,
+            ),
+            (
+                Rule::TcpIcmpNotTo(vec![OWN]),
+                frame(0x0800, 1, CLIENT, 60),
+                TCX_DROP,
+            ),
+            (
+                Rule::TcpIcmpNotTo(vec![OWN]),
+                frame(0x0800, 6, OWN, 60),
+                TCX_NEXT,
+            ),
+            (
+                Rule::TcpIcmpNotTo(vec![OWN]),
+                frame(0x0800, 17, CLIENT, 60),
+                TCX_NEXT,
+            ),
             (
                 Rule::TcpIcmpNotTo(vec![OWN]),
                 frame(0x0800, 6, Ipv4Addr::new(224, 0, 0, 18), 60),
@@ -372,8 +396,9 @@ mod tests {
             assert_eq!(run(&p, &f), want, "interpreter: {rule:?}");
             let fd = crate::io::sys::bpf_load_tc(&encode(&p), "bal_test")
                 .unwrap_or_else(|e| panic!("{rule:?}: load: {e}"));
-            let got = crate::io::sys::bpf_test_run(fd.as_raw_fd(), &f)
-                .unwrap_or_else(|e| panic!("{rule:?}: test run on {} bytes {f:02x?}: {e}", f.len()));
+            let got = crate::io::sys::bpf_test_run(fd.as_raw_fd(), &f).unwrap_or_else(|e| {
+                panic!("{rule:?}: test run on {} bytes {f:02x?}: {e}", f.len())
+            });
             assert_eq!(got, want, "kernel: {rule:?} on {f:02x?}");
         }
     }

@@ -137,12 +137,13 @@ impl Port {
         if !iface.is_up() {
             eprintln!("balancer: warning: {role} interface '{name}' is down");
         }
-        let (sock, rcvbuf, _) = sys::packet_socket(o.rcvbuf, o.sndbuf, o.qdisc_bypass).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open AF_PACKET socket on '{name}' ({role}): {e}{}",
-                hint(&e)
-            )
-        })?;
+        let (sock, rcvbuf, _) =
+            sys::packet_socket(o.rcvbuf, o.sndbuf, o.qdisc_bypass).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open AF_PACKET socket on '{name}' ({role}): {e}{}",
+                    hint(&e)
+                )
+            })?;
         let fd = sock.as_raw_fd();
         if !o.promisc {
             sys::packet_allmulti(fd, iface.index)

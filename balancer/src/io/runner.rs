@@ -43,8 +43,8 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,9 +61,9 @@ use balancer::status::{ProcessInfo, StatusDoc};
 use balancer::wire::{arp_request, parse_arp, ETHERTYPE_ARP};
 
 use super::arp::Resolver;
-use super::early_drop::{self, Rule};
 use super::batch::{drain, next_want, Batch, Flushed, TxDrops, MAX_BATCH};
 use super::control::{self, Command, Request};
+use super::early_drop::{self, Rule};
 use super::health::{self as checker, CheckResult};
 use super::heartbeat::HeartbeatSocket;
 use super::packet::{find_interface, wait_writable, IoMode, Port, PortOptions, Recv};
