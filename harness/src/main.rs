@@ -257,6 +257,10 @@ struct PointArgs {
     /// (each of K clients offers RATE/K) [demo default: 600].
     #[arg(long, value_name = "R")]
     rate: Option<f64>,
+    /// Closed loop instead of --rate: N keep-alive connections in all (split over the clients),
+    /// each held for the whole --duration and issuing requests back to back.
+    #[arg(long, value_name = "N")]
+    concurrency: Option<u32>,
     /// How long the clients offer load, e.g. 10s, 500ms, 2m [demo default: 10s].
     #[arg(long, value_name = "D", value_parser = loadgen::cli::parse_duration, conflicts_with = "num_conns")]
     duration: Option<std::time::Duration>,
@@ -306,13 +310,17 @@ fn point_options(
     let (rate, stop) = match (a.rate, a.duration, a.num_conns) {
         (r, _, Some(n)) => (r, Stop::NumConns(n)),
         (r, Some(d), None) => (r, Stop::DurationS(d.as_secs_f64())),
-        (r, None, None) if demo => (
-            Some(r.unwrap_or(DEMO_RATE)),
-            Stop::DurationS(DEMO_DURATION_S),
+        (r, None, None) if demo => (r, Stop::DurationS(DEMO_DURATION_S)),
+        _ => return Err(
+            "give the load: --rate R --duration D, --concurrency N --duration D, or --num-conns N"
+                .into(),
         ),
-        _ => return Err("give the load: --rate R --duration D, or --num-conns N".into()),
     };
-    let rate = if demo { rate.or(Some(DEMO_RATE)) } else { rate };
+    let rate = if demo && a.concurrency.is_none() {
+        rate.or(Some(DEMO_RATE))
+    } else {
+        rate
+    };
     let n_clients = topology
         .nodes
         .iter()
@@ -325,6 +333,7 @@ fn point_options(
         method,
         scheduler: a.scheduler,
         rate,
+        concurrency: a.concurrency,
         stop,
         clients: a.clients.unwrap_or(n_clients),
         timeout_s: a.timeout,
@@ -383,6 +392,12 @@ fn run_failed(e: RunError) -> ExitCode {
     }
 }
 
+/// Bad input: one line, exit 2, nothing started.
+fn bad_input(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("harness: {e}");
+    ExitCode::from(2)
+}
+
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("harness: {e}");
     ExitCode::from(1)
@@ -393,11 +408,11 @@ fn main() -> ExitCode {
     let dir = Path::new(STATE_DIR);
     let needs_root = match &cli.cmd {
         Cmd::Up { dry_run, .. } | Cmd::Down { dry_run } => !dry_run,
-        Cmd::Exec { .. }
-        | Cmd::Run { .. }
-        | Cmd::Demo { .. }
-        | Cmd::BenchBalancer { .. }
-        | Cmd::Reproduce { .. } => true,
+        // `run` checks its input first (exit 2 without root too), then privileges.
+        Cmd::Run { .. } => false,
+        Cmd::Exec { .. } | Cmd::Demo { .. } | Cmd::BenchBalancer { .. } | Cmd::Reproduce { .. } => {
+            true
+        }
         Cmd::Status => false,
     };
     if needs_root && !is_privileged() {
@@ -446,14 +461,16 @@ fn main() -> ExitCode {
         } => {
             let mut opts = match point_options(point, bi_active == OnOff::On, false, cli.verbose) {
                 Ok(o) => o,
-                Err(e) => return fail(e),
+                Err(e) => return bad_input(e),
             };
             opts.json = json;
             opts.keep_up = keep_up;
             if let Err(e) = fault_options(&mut opts, &faults, &down) {
-                // Bad input: one line, exit 2, nothing started.
-                eprintln!("harness: {e}");
-                return ExitCode::from(2);
+                return bad_input(e);
+            }
+            if !is_privileged() {
+                eprintln!("{NEED_ROOT}");
+                return ExitCode::from(1);
             }
             match runner::run(&opts) {
                 Ok(_) => ExitCode::SUCCESS,
@@ -463,7 +480,7 @@ fn main() -> ExitCode {
         Cmd::Demo { point } => {
             let opts = match point_options(point, true, true, cli.verbose) {
                 Ok(o) => o,
-                Err(e) => return fail(e),
+                Err(e) => return bad_input(e),
             };
             match runner::demo(&opts) {
                 Ok(_) => ExitCode::SUCCESS,

@@ -727,12 +727,17 @@ fn run_on(
     let tables = balancer_tables(tb, bins, &lbs);
     procs.stop_all();
     let (faults, failover) = fault_outcomes(&injector.done, load_start, &merged, &balancers);
+    let held = spec
+        .concurrency
+        .map(|c| failover::HeldConnections::from_result(c, &merged));
     if !faults.is_empty() {
-        print!("{}", failover::summary(&failover));
+        print!("{}", failover::summary(&failover, held.as_ref()));
         let csv = out.join("timeline.csv");
         std::fs::write(&csv, failover::timeline_csv(&merged.timeline))
             .map_err(io_err(format!("writing {}", csv.display())))?;
         progress(format!("timeline written to {}", csv.display()));
+    } else if let Some(h) = &held {
+        print!("{}", h.line());
     }
 
     let merged_timeline = merged.timeline.clone();
@@ -750,6 +755,7 @@ fn run_on(
         timeline: merged_timeline,
         faults,
         failover,
+        held,
     };
     let json_path = opts.json.clone().unwrap_or_else(|| out.join("result.json"));
     write_json(&record, &json_path)?;

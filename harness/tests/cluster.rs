@@ -198,7 +198,7 @@ fn cluster_points() {
         "--duration",
         "1s",
     ]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("does not fit topology `1lb-1rs`"),
         "{}",
