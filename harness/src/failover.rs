@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use balancer::membership::Change;
 use loadgen::result::TimelineBin;
+use reports::timeline::{Marker, MarkerKind};
 use serde::{Deserialize, Serialize};
 
 use crate::fault::FaultRecord;
@@ -99,6 +100,9 @@ pub struct HeldConnections {
     pub timeouts: u64,
     /// Replies received over all connections.
     pub replies: u64,
+    /// Start of the first and of the last 100-ms bin in which an error
+    /// occurred (by event time), ms from the start of the load.
+    pub errors_between_ms: Option<(u64, u64)>,
 }
 
 impl HeldConnections {
@@ -111,6 +115,13 @@ impl HeldConnections {
             resets: r.errors.conn_reset,
             timeouts: r.errors.client_timo,
             replies: r.replies(),
+            errors_between_ms: {
+                let mut bad = r.timeline.iter().filter(|b| b.errors_at > 0);
+                bad.next().map(|first| {
+                    let last = bad.next_back().unwrap_or(first);
+                    (first.t_ms, last.t_ms)
+                })
+            },
         }
     }
 
@@ -180,11 +191,46 @@ pub fn summary(outcomes: &[FaultOutcome], held: Option<&HeldConnections>) -> Str
     o
 }
 
-/// The timeline as CSV (`t_ms,started,replied,errors`).
+/// The timeline figure's markers: each fault (`kill lb2`), when the other
+/// balancers' membership had changed, and (open loop) from when on every
+/// new connection succeeded.
+pub fn markers(outcomes: &[FaultOutcome], closed_loop: bool) -> Vec<Marker> {
+    let mut v = Vec::new();
+    for x in outcomes {
+        let f = &x.fault;
+        v.push(Marker {
+            at_ms: f.at_ms,
+            kind: MarkerKind::Fault,
+            label: format!("{} {}", f.action, f.node),
+        });
+        if let Some(d) = x.membership_changed_after_ms {
+            v.push(Marker {
+                at_ms: f.at_ms + d,
+                kind: MarkerKind::Membership,
+                label: format!("membership changed (+{d} ms)"),
+            });
+        }
+        if let (Some(t), false) = (x.clean_from_ms, closed_loop) {
+            v.push(Marker {
+                at_ms: t,
+                kind: MarkerKind::CleanFrom,
+                label: format!("all new connections succeed from {t} ms"),
+            });
+        }
+    }
+    v
+}
+
+/// The timeline as CSV (`t_ms,started,replied,errors,replies_at,errors_at`:
+/// connections by start, then replies and errors by when they happened).
 pub fn timeline_csv(timeline: &[TimelineBin]) -> String {
-    let mut o = String::from("t_ms,started,replied,errors\n");
+    let mut o = String::from("t_ms,started,replied,errors,replies_at,errors_at\n");
     for b in timeline {
-        let _ = writeln!(o, "{},{},{},{}", b.t_ms, b.started, b.replied, b.errors);
+        let _ = writeln!(
+            o,
+            "{},{},{},{},{},{}",
+            b.t_ms, b.started, b.replied, b.errors, b.replies_at, b.errors_at
+        );
     }
     o
 }
@@ -203,6 +249,7 @@ mod tests {
                 started: 10,
                 replied: 10 - e,
                 errors: e,
+                ..TimelineBin::default()
             })
             .collect()
     }
@@ -238,9 +285,20 @@ mod tests {
         assert_eq!(out[0].errors_after_fault, 5);
         let s = summary(&out, None);
         assert!(s.contains("membership changed after 270 ms (lb1 270 ms); every connection starting from 700 ms succeeded (5 failed before)"), "{s}");
-        assert!(
-            timeline_csv(&tl).starts_with("t_ms,started,replied,errors\n0,10,10,0\n100,10,10,0\n")
+        let m = markers(&out, false);
+        let labels: Vec<(u64, &str)> = m.iter().map(|m| (m.at_ms, m.label.as_str())).collect();
+        assert_eq!(
+            labels,
+            vec![
+                (400, "kill lb2"),
+                (670, "membership changed (+270 ms)"),
+                (700, "all new connections succeed from 700 ms")
+            ]
         );
+        assert_eq!(markers(&out, true).len(), 2);
+        assert!(timeline_csv(&tl).starts_with(
+            "t_ms,started,replied,errors,replies_at,errors_at\n0,10,10,0,0,0\n100,10,10,0,0,0\n"
+        ));
     }
 
     #[test]
@@ -258,6 +316,7 @@ mod tests {
             resets: 0,
             timeouts: 0,
             replies: 90_000,
+            errors_between_ms: None,
         };
         let s = summary(&out, Some(&h));
         assert!(!s.contains("every connection starting"), "{s}");

@@ -94,6 +94,12 @@ enum Cmd {
         #[arg(long = "down", value_name = "NODE")]
         down: Vec<String>,
     },
+    /// Redraw the timeline figure (timeline.svg, timeline.png) of a `harness run` result into
+    /// its directory; `harness run` draws it after every run.
+    Timeline {
+        /// A result.json of `harness run`, or the run directory holding it.
+        result: PathBuf,
+    },
     /// The paper's comparison in one command: the same point with bi-active
     /// on and off (each on a fresh testbed), printed side by side.
     Demo {
@@ -392,6 +398,39 @@ fn run_failed(e: RunError) -> ExitCode {
     }
 }
 
+/// `harness timeline RESULT`: bad input (no such file, not a run record, no
+/// timeline) exits 2, a failed write 1.
+fn redraw_timeline(result: &Path) -> ExitCode {
+    let file = if result.is_dir() {
+        result.join("result.json")
+    } else {
+        result.to_path_buf()
+    };
+    let record: harness::experiment::RunRecord = match std::fs::read(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_input(format!(
+                "{}: expected the result.json of `harness run`: {e}",
+                file.display()
+            ))
+        }
+    };
+    let dir = file.parent().unwrap_or(Path::new("."));
+    match runner::timeline_figure(&record, &file.display().to_string(), dir) {
+        Ok(paths) => {
+            for p in paths {
+                println!("{}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ reports::timeline::TimelineError::NoTimeline { .. }) => bad_input(e),
+        Err(e) => fail(e),
+    }
+}
+
 /// Bad input: one line, exit 2, nothing started.
 fn bad_input(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("harness: {e}");
@@ -413,7 +452,7 @@ fn main() -> ExitCode {
         Cmd::Exec { .. } | Cmd::Demo { .. } | Cmd::BenchBalancer { .. } | Cmd::Reproduce { .. } => {
             true
         }
-        Cmd::Status => false,
+        Cmd::Status | Cmd::Timeline { .. } => false,
     };
     if needs_root && !is_privileged() {
         eprintln!("{NEED_ROOT}");
@@ -451,6 +490,7 @@ fn main() -> ExitCode {
             print!("{}", status::render(dir));
             ExitCode::SUCCESS
         }
+        Cmd::Timeline { result } => redraw_timeline(&result),
         Cmd::Run {
             point,
             bi_active,

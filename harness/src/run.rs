@@ -759,9 +759,62 @@ fn run_on(
     };
     let json_path = opts.json.clone().unwrap_or_else(|| out.join("result.json"));
     write_json(&record, &json_path)?;
+    draw_timeline(&record, &out);
     print_point(&record, &tables);
     progress(format!("result written to {}", json_path.display()));
     Ok(record)
+}
+
+/// `timeline.svg` and `timeline.png` next to the result (a warning, not a
+/// failure, when they cannot be drawn: the measured result is written).
+fn draw_timeline(record: &RunRecord, out: &Path) {
+    match timeline_figure(record, "this run's merged loadgen result", out) {
+        Ok(paths) => progress(format!(
+            "timeline figure written to {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Err(e) => progress(format!("warning: no timeline figure: {e}")),
+    }
+}
+
+/// Draws the timeline figure of `record` (`what` names it in errors) into
+/// `dir/timeline.svg` and `.png`, atomically: `harness run` after every
+/// run, `harness timeline` for an existing result.
+pub fn timeline_figure(
+    record: &RunRecord,
+    what: &str,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, reports::timeline::TimelineError> {
+    let title = match record.faults.as_slice() {
+        [] => format!("Timeline of {}, no fault", record.spec.topology.name),
+        fs => format!(
+            "Timeline of {}: {}",
+            record.spec.topology.name,
+            fs.iter()
+                .map(|f| format!("{} {} at {} ms", f.action, f.node, f.at_ms))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let f = reports::timeline::timeline_figure(
+        what,
+        title,
+        record.spec.describe(),
+        &record.timeline,
+        failover::markers(&record.failover, record.spec.closed_loop()),
+        reports::timeline::Load {
+            duration_ms: match record.spec.stop {
+                Stop::DurationS(d) => Some((d * 1000.0) as u64),
+                Stop::NumConns(_) => None,
+            },
+            closed_loop: record.spec.closed_loop(),
+        },
+    )?;
+    reports::timeline::write(&f, dir)
 }
 
 /// The faults carried out and what each led to (membership changes from

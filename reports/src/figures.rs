@@ -333,17 +333,32 @@ fn draw_series<DB: DrawingBackend>(
 
 /// The figure as an SVG document.
 pub fn svg(data: &FigureData) -> Result<String, FigureError> {
-    ensure_font()?;
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(&root, data)?;
-    }
-    Ok(out)
+    svg_with(|root| draw(root, data))
 }
 
 /// The figure as a PNG file's bytes.
 pub fn png(data: &FigureData) -> Result<Vec<u8>, FigureError> {
+    png_with(&data.title, |root| draw(root, data))
+}
+
+/// An SVG document of [`WIDTH`] x [`HEIGHT`] drawn by `paint` (every figure of the crate).
+pub(crate) fn svg_with(
+    paint: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), FigureError>,
+) -> Result<String, FigureError> {
+    ensure_font()?;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        paint(&root)?;
+    }
+    Ok(out)
+}
+
+/// A PNG file's bytes of [`WIDTH`] x [`HEIGHT`] drawn by `paint`; `title` names it in errors.
+pub(crate) fn png_with(
+    title: &str,
+    paint: impl FnOnce(&DrawingArea<GlyphFix<BitMapBackend<'_>>, Shift>) -> Result<(), FigureError>,
+) -> Result<Vec<u8>, FigureError> {
     ensure_font()?;
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
@@ -351,10 +366,10 @@ pub fn png(data: &FigureData) -> Result<Vec<u8>, FigureError> {
         let root = GlyphFix::new(bitmap)
             .ok_or(FigureError::Font)?
             .into_drawing_area();
-        draw(&root, data)?;
+        paint(&root)?;
     }
     let perr = |e: png::EncodingError| FigureError::Png {
-        figure: data.title.clone(),
+        figure: title.to_string(),
         message: e.to_string(),
     };
     let mut out = Vec::new();
