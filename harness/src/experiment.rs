@@ -715,6 +715,10 @@ pub struct RunRecord {
     /// Closed loop (`--concurrency`): what became of the long-lived connections.
     #[serde(default)]
     pub held: Option<crate::failover::HeldConnections>,
+    /// Client SYNs and their distinct SYN-ACKs counted at the router
+    /// (double answers); `None` without a router or when the capture failed.
+    #[serde(default)]
+    pub router: Option<crate::synack::RouterCheck>,
 }
 
 impl RunRecord {

@@ -94,6 +94,20 @@ enum Cmd {
         #[arg(long = "down", value_name = "NODE")]
         down: Vec<String>,
     },
+    /// Internal: count client SYNs and their distinct SYN-ACKs on IFACE until SIGTERM, then
+    /// write the counts to OUT (`harness run` starts it in the router's namespace).
+    #[command(hide = true)]
+    RouterWatch {
+        /// Interface of the router towards the balancers' LAN.
+        #[arg(long)]
+        iface: String,
+        /// The virtual service, VIP:PORT.
+        #[arg(long)]
+        vip: std::net::SocketAddrV4,
+        /// Where the JSON counts go.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Redraw the timeline figure (timeline.svg, timeline.png) of a `harness run` result into
     /// its directory; `harness run` draws it after every run.
     Timeline {
@@ -449,9 +463,11 @@ fn main() -> ExitCode {
         Cmd::Up { dry_run, .. } | Cmd::Down { dry_run } => !dry_run,
         // `run` checks its input first (exit 2 without root too), then privileges.
         Cmd::Run { .. } => false,
-        Cmd::Exec { .. } | Cmd::Demo { .. } | Cmd::BenchBalancer { .. } | Cmd::Reproduce { .. } => {
-            true
-        }
+        Cmd::Exec { .. }
+        | Cmd::RouterWatch { .. }
+        | Cmd::Demo { .. }
+        | Cmd::BenchBalancer { .. }
+        | Cmd::Reproduce { .. } => true,
         Cmd::Status | Cmd::Timeline { .. } => false,
     };
     if needs_root && !is_privileged() {
@@ -491,6 +507,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Timeline { result } => redraw_timeline(&result),
+        Cmd::RouterWatch { iface, vip, out } => {
+            let stop = signal::catch_interrupts();
+            match harness::capture::watch(&iface, vip, &out, stop) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("router-watch: {e:#}")),
+            }
+        }
         Cmd::Run {
             point,
             bi_active,

@@ -17,7 +17,7 @@
 //! stderr, results to stdout.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +40,7 @@ use crate::profile::Profile;
 use crate::signal;
 use crate::supervise::{io_err, spawn_logged, wait_clients_while, wait_ready, Procs};
 use crate::testbed::{self, Testbed, UpOptions};
-use crate::topology::Topology;
+use crate::topology::{Role, Topology};
 
 /// How long a web server may take to listen.
 pub const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -678,6 +678,7 @@ fn run_on(
     start_balancers(site, &up_lbs, &mut procs)?;
     progress(format!("{} balancer(s) ready", up_lbs.len()));
 
+    let watch = start_router_watch(site, spec, &lbs);
     let clients = spec.client_nodes();
     let budget = client_budget_s(spec);
     progress(format!(
@@ -726,6 +727,7 @@ fn run_on(
     let balancers = collect_balancer_stats(&lbs);
     let tables = balancer_tables(tb, bins, &lbs);
     procs.stop_all();
+    let router = watch.and_then(finish_router_watch);
     let (faults, failover) = fault_outcomes(&injector.done, load_start, &merged, &balancers);
     let held = spec
         .concurrency
@@ -738,6 +740,9 @@ fn run_on(
         progress(format!("timeline written to {}", csv.display()));
     } else if let Some(h) = &held {
         print!("{}", h.line());
+    }
+    if let Some(r) = &router {
+        print!("{}", r.line());
     }
 
     let merged_timeline = merged.timeline.clone();
@@ -756,6 +761,7 @@ fn run_on(
         faults,
         failover,
         held,
+        router,
     };
     let json_path = opts.json.clone().unwrap_or_else(|| out.join("result.json"));
     write_json(&record, &json_path)?;
@@ -763,6 +769,108 @@ fn run_on(
     print_point(&record, &tables);
     progress(format!("result written to {}", json_path.display()));
     Ok(record)
+}
+
+/// The router check while it runs: its process, where it writes, and the
+/// balancers' front MACs (to name who answered).
+pub(crate) struct RouterWatch {
+    procs: Procs,
+    out: PathBuf,
+    macs: Vec<(String, String)>,
+}
+
+/// Starts `harness router-watch` in the router's namespace on its interface
+/// towards the balancers (log `logs/router-watch.log`, result
+/// `router.json`) and waits until it captures. `None` (with a warning) when
+/// the topology has no router or it could not start: the run goes on
+/// without the check.
+pub(crate) fn start_router_watch(
+    site: Site<'_>,
+    spec: &RunSpec,
+    lbs: &[BalancerPlan],
+) -> Option<RouterWatch> {
+    let t = &spec.topology;
+    let router = t.nodes.iter().find(|n| n.role == Role::Router)?;
+    let iface = crate::plan::front_iface(t, router)?;
+    let out = site.out.join("router.json");
+    let _ = std::fs::remove_file(&out);
+    let started = (|| -> Result<RouterWatch, RunError> {
+        let exe = std::env::current_exe().map_err(io_err("finding the harness executable"))?;
+        let argv = vec![
+            exe.display().to_string(),
+            "router-watch".into(),
+            "--iface".into(),
+            iface.name.clone(),
+            "--vip".into(),
+            SocketAddrV4::new(t.vip, crate::experiment::SERVICE_PORT).to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        let log = site.log("router-watch.log");
+        let mut procs = Procs::default();
+        let what = format!("router-watch (in {})", router.name);
+        procs.0.push(spawn_logged(
+            site.tb,
+            &router.name,
+            what,
+            argv,
+            log.clone(),
+        )?);
+        wait_ready(&mut procs.0[0], SERVER_READY_TIMEOUT, site.flag, || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains(crate::capture::READY_LINE))
+        })?;
+        let macs = lbs
+            .iter()
+            .filter_map(|b| {
+                let path = format!("/sys/class/net/{}/address", b.config.front_interface);
+                let o = site.tb.output(&b.node, &["cat".into(), path]).ok()?;
+                let mac = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                (o.status.success() && !mac.is_empty()).then(|| (mac, b.node.clone()))
+            })
+            .collect();
+        Ok(RouterWatch { procs, out, macs })
+    })();
+    match started {
+        Ok(w) => {
+            progress(format!(
+                "router check capturing on {}:{}",
+                router.name, iface.name
+            ));
+            Some(w)
+        }
+        Err(e) => {
+            progress(format!("warning: no router check: {e}"));
+            None
+        }
+    }
+}
+
+/// Stops the capture (SIGTERM: it writes its counts and exits) and reads
+/// its counts, naming the answerers by node.
+pub(crate) fn finish_router_watch(mut w: RouterWatch) -> Option<crate::synack::RouterCheck> {
+    w.procs.stop_all();
+    let read = std::fs::read(&w.out)
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            serde_json::from_slice::<crate::synack::RouterCheck>(&b).map_err(|e| e.to_string())
+        });
+    match read {
+        Ok(mut c) => {
+            for (mac, node) in &w.macs {
+                if let Some(n) = c.answers_by_mac.get(mac) {
+                    c.answers_by_node.insert(node.clone(), *n);
+                }
+            }
+            Some(c)
+        }
+        Err(e) => {
+            progress(format!(
+                "warning: no router check: {}: {e}",
+                w.out.display()
+            ));
+            None
+        }
+    }
 }
 
 /// `timeline.svg` and `timeline.png` next to the result (a warning, not a
