@@ -130,9 +130,13 @@ impl HeldConnections {
         let verdict = if self.errors == 0 && self.attempted == self.concurrency {
             "every connection was held to the end: none was reset or failed".to_string()
         } else {
+            let when = match self.errors_between_ms {
+                Some((a, b)) if a == b => format!("; the errors occurred at {a}-{} ms", a + 100),
+                Some((a, b)) => format!("; the errors occurred between {a} and {} ms", b + 100),
+                None => String::new(),
+            };
             format!(
-                "{} connection(s) ended early; a connection's errors are binned at its start, \
-                 so one a fault broke counts in the bin it was opened in",
+                "{} connection(s) ended early{when}",
                 self.attempted
                     .saturating_sub(self.concurrency)
                     .max(self.errors)
@@ -324,8 +328,11 @@ mod tests {
         h.attempted = 26;
         h.errors = 2;
         h.resets = 2;
+        h.errors_between_ms = Some((9000, 9100));
         assert!(
-            h.line().contains("2 connection(s) ended early"),
+            h.line().contains(
+                "2 connection(s) ended early; the errors occurred between 9000 and 9200 ms"
+            ),
             "{}",
             h.line()
         );
