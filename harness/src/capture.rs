@@ -1,7 +1,8 @@
 //! The router check's capture (I/O): `harness router-watch`, run by
 //! `harness run` inside the router's namespace, reads every TCP frame with
-//! SYN set on the router's interface towards the balancers (both
-//! directions: the client SYNs the router sends, the SYN-ACKs it receives)
+//! SYN set on the router's interfaces towards the balancers and servers
+//! (every one but the clients': the client SYNs the router sends, the
+//! SYN-ACKs it receives, from a balancer or, in DR, a real server)
 //! through an AF_PACKET socket with a classic BPF filter, feeds them to
 //! [`SynAckCounter`], and on SIGTERM/SIGINT writes the counts as JSON
 //! (atomically) and exits 0.
@@ -113,24 +114,9 @@ impl Capture {
         Ok(Capture { fd })
     }
 
-    /// Waits up to `timeout_ms` for frames and hands each to `f`.
-    pub fn poll(&self, timeout_ms: i32, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+    /// Hands every queued frame to `f` (non-blocking).
+    pub fn drain(&self, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
         let raw = self.fd.as_raw_fd();
-        let mut pfd = libc::pollfd {
-            fd: raw,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
-        }
         let mut buf = [0u8; FRAME_BUF];
         loop {
             // SAFETY: `buf` is valid for writes of its length.
@@ -166,27 +152,59 @@ impl Capture {
     }
 }
 
-/// `harness router-watch`: captures on `iface` until `stop` is set (the
-/// signal handler), then writes the counts to `out` atomically.
+/// Waits up to `timeout_ms` until one of `caps` has a frame queued (a
+/// signal ends the wait early).
+fn wait_any(caps: &[Capture], timeout_ms: i32) -> io::Result<()> {
+    let mut fds: Vec<libc::pollfd> = caps
+        .iter()
+        .map(|c| libc::pollfd {
+            fd: c.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `fds` is a valid array of its length.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// `harness router-watch`: captures on every one of `ifaces` until `stop`
+/// is set (the signal handler), then writes the counts to `out` atomically.
 pub fn watch(
-    iface: &str,
+    ifaces: &[String],
     vip: SocketAddrV4,
     out: &Path,
     stop: &AtomicBool,
 ) -> anyhow::Result<RouterCheck> {
     use anyhow::Context as _;
-    let cap = Capture::open(iface).with_context(|| format!("capture on {iface}"))?;
-    eprintln!("{READY_LINE} on {iface} for SYNs to {vip}");
-    let mut counter = SynAckCounter::new(vip, iface);
+    let caps = ifaces
+        .iter()
+        .map(|i| Capture::open(i).with_context(|| format!("capture on {i}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let names = ifaces.join("+");
+    eprintln!("{READY_LINE} on {names} for SYNs to {vip}");
+    let mut counter = SynAckCounter::new(vip, &names);
     let mut drops = 0u64;
+    let mut read_all = |counter: &mut SynAckCounter| -> anyhow::Result<()> {
+        for (c, i) in caps.iter().zip(ifaces) {
+            c.drain(&mut |frame| counter.push(frame))
+                .with_context(|| format!("reading frames on {i}"))?;
+            drops += c.drops().unwrap_or(0);
+        }
+        Ok(())
+    };
     while !stop.load(Ordering::SeqCst) {
-        cap.poll(100, &mut |frame| counter.push(frame))
-            .with_context(|| format!("reading frames on {iface}"))?;
-        drops += cap.drops().unwrap_or(0);
+        wait_any(&caps, 100)?;
+        read_all(&mut counter)?;
     }
     // What arrived before the signal is still queued: read it.
-    cap.poll(0, &mut |frame| counter.push(frame))?;
-    drops += cap.drops().unwrap_or(0);
+    read_all(&mut counter)?;
     let mut check = counter.check();
     check.capture_drops = drops;
     let mut bytes = serde_json::to_vec_pretty(&check)?;

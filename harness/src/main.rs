@@ -94,13 +94,13 @@ enum Cmd {
         #[arg(long = "down", value_name = "NODE")]
         down: Vec<String>,
     },
-    /// Internal: count client SYNs and their distinct SYN-ACKs on IFACE until SIGTERM, then
+    /// Internal: count client SYNs and their distinct SYN-ACKs on the IFACEs until SIGTERM, then
     /// write the counts to OUT (`harness run` starts it in the router's namespace).
     #[command(hide = true)]
     RouterWatch {
-        /// Interface of the router towards the balancers' LAN.
-        #[arg(long)]
-        iface: String,
+        /// An interface of the router towards the balancers or servers (repeatable).
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
         /// The virtual service, VIP:PORT.
         #[arg(long)]
         vip: std::net::SocketAddrV4,
@@ -507,9 +507,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Timeline { result } => redraw_timeline(&result),
-        Cmd::RouterWatch { iface, vip, out } => {
+        Cmd::RouterWatch { ifaces, vip, out } => {
             let stop = signal::catch_interrupts();
-            match harness::capture::watch(&iface, vip, &out, stop) {
+            match harness::capture::watch(&ifaces, vip, &out, stop) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("router-watch: {e:#}")),
             }

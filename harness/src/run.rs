@@ -40,7 +40,7 @@ use crate::profile::Profile;
 use crate::signal;
 use crate::supervise::{io_err, spawn_logged, wait_clients_while, wait_ready, Procs};
 use crate::testbed::{self, Testbed, UpOptions};
-use crate::topology::{Role, Topology};
+use crate::topology::{Node, Role, Topology};
 
 /// How long a web server may take to listen.
 pub const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -678,7 +678,7 @@ fn run_on(
     start_balancers(site, &up_lbs, &mut procs)?;
     progress(format!("{} balancer(s) ready", up_lbs.len()));
 
-    let watch = start_router_watch(site, spec, &lbs);
+    let watch = start_router_watch(site, spec);
     let clients = spec.client_nodes();
     let budget = client_budget_s(spec);
     progress(format!(
@@ -772,40 +772,70 @@ fn run_on(
 }
 
 /// The router check while it runs: its process, where it writes, and the
-/// balancers' front MACs (to name who answered).
+/// MACs of the balancers' and servers' interfaces (to name who answered).
 pub(crate) struct RouterWatch {
     procs: Procs,
     out: PathBuf,
     macs: Vec<(String, String)>,
 }
 
-/// Starts `harness router-watch` in the router's namespace on its interface
-/// towards the balancers (log `logs/router-watch.log`, result
-/// `router.json`) and waits until it captures. `None` (with a warning) when
-/// the topology has no router or it could not start: the run goes on
-/// without the check.
-pub(crate) fn start_router_watch(
-    site: Site<'_>,
-    spec: &RunSpec,
-    lbs: &[BalancerPlan],
-) -> Option<RouterWatch> {
-    let t = &spec.topology;
+/// The router and its interfaces that do not face a client: every SYN-ACK
+/// to a client arrives on one of them (from a balancer, or in DR from a
+/// real server), and the client SYNs leave on one.
+fn router_ifaces(t: &Topology) -> Option<(&Node, Vec<String>)> {
     let router = t.nodes.iter().find(|n| n.role == Role::Router)?;
-    let iface = crate::plan::front_iface(t, router)?;
+    let client_segments: Vec<&str> = t
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Client)
+        .flat_map(|n| n.ifaces.iter().map(|f| f.segment.as_str()))
+        .collect();
+    let ifaces: Vec<String> = router
+        .ifaces
+        .iter()
+        .filter(|f| !client_segments.contains(&f.segment.as_str()))
+        .map(|f| f.name.clone())
+        .collect();
+    (!ifaces.is_empty()).then_some((router, ifaces))
+}
+
+/// Every balancer's and real server's interface MACs, with its node name.
+fn node_macs(tb: &Testbed, t: &Topology) -> Vec<(String, String)> {
+    t.nodes
+        .iter()
+        .filter(|n| matches!(n.role, Role::Balancer | Role::Realserver))
+        .flat_map(|n| n.ifaces.iter().map(move |f| (n, f)))
+        .filter_map(|(n, f)| {
+            let path = format!("/sys/class/net/{}/address", f.name);
+            let o = tb.output(&n.name, &["cat".into(), path]).ok()?;
+            let mac = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            (o.status.success() && !mac.is_empty()).then(|| (mac, n.name.clone()))
+        })
+        .collect()
+}
+
+/// Starts `harness router-watch` in the router's namespace on its
+/// interfaces towards the balancers and servers (log
+/// `logs/router-watch.log`, result `router.json`) and waits until it
+/// captures. `None` (with a warning) when the topology has no router or it
+/// could not start: the run goes on without the check.
+pub(crate) fn start_router_watch(site: Site<'_>, spec: &RunSpec) -> Option<RouterWatch> {
+    let t = &spec.topology;
+    let (router, ifaces) = router_ifaces(t)?;
     let out = site.out.join("router.json");
     let _ = std::fs::remove_file(&out);
     let started = (|| -> Result<RouterWatch, RunError> {
         let exe = std::env::current_exe().map_err(io_err("finding the harness executable"))?;
-        let argv = vec![
-            exe.display().to_string(),
-            "router-watch".into(),
-            "--iface".into(),
-            iface.name.clone(),
+        let mut argv = vec![exe.display().to_string(), "router-watch".into()];
+        for i in &ifaces {
+            argv.extend(["--iface".into(), i.clone()]);
+        }
+        argv.extend([
             "--vip".into(),
             SocketAddrV4::new(t.vip, crate::experiment::SERVICE_PORT).to_string(),
             "--out".into(),
             out.display().to_string(),
-        ];
+        ]);
         let log = site.log("router-watch.log");
         let mut procs = Procs::default();
         let what = format!("router-watch (in {})", router.name);
@@ -819,22 +849,15 @@ pub(crate) fn start_router_watch(
         wait_ready(&mut procs.0[0], SERVER_READY_TIMEOUT, site.flag, || {
             std::fs::read_to_string(&log).is_ok_and(|t| t.contains(crate::capture::READY_LINE))
         })?;
-        let macs = lbs
-            .iter()
-            .filter_map(|b| {
-                let path = format!("/sys/class/net/{}/address", b.config.front_interface);
-                let o = site.tb.output(&b.node, &["cat".into(), path]).ok()?;
-                let mac = String::from_utf8_lossy(&o.stdout).trim().to_string();
-                (o.status.success() && !mac.is_empty()).then(|| (mac, b.node.clone()))
-            })
-            .collect();
+        let macs = node_macs(site.tb, t);
         Ok(RouterWatch { procs, out, macs })
     })();
     match started {
         Ok(w) => {
             progress(format!(
                 "router check capturing on {}:{}",
-                router.name, iface.name
+                router.name,
+                ifaces.join("+")
             ));
             Some(w)
         }
@@ -858,7 +881,7 @@ pub(crate) fn finish_router_watch(mut w: RouterWatch) -> Option<crate::synack::R
         Ok(mut c) => {
             for (mac, node) in &w.macs {
                 if let Some(n) = c.answers_by_mac.get(mac) {
-                    c.answers_by_node.insert(node.clone(), *n);
+                    *c.answers_by_node.entry(node.clone()).or_default() += *n;
                 }
             }
             Some(c)

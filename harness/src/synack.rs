@@ -25,11 +25,13 @@ pub const MAX_TRACKED: usize = 4_000_000;
 /// What the router saw: the result of the check.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouterCheck {
-    /// Interface captured on (in the router's namespace).
+    /// Interfaces captured on, `+`-separated (in the router's namespace).
     pub iface: String,
     /// Distinct client SYNs to the VIP (client address, port, ISN).
     pub client_syns: u64,
-    /// SYN frames seen again for a SYN already counted.
+    /// SYN frames seen again for a SYN already counted: the client's
+    /// retransmissions (or, in DR, the same SYN flooded onto a second
+    /// captured interface).
     pub syn_retransmissions: u64,
     /// Client SYNs answered by at least one SYN-ACK.
     pub answered: u64,
