@@ -240,25 +240,37 @@ fn tick(v: f64, y_max: f64) -> String {
     }
 }
 
+/// Maps a plotters error to [`FigureError::Draw`] of the figure titled `title`.
+pub(crate) fn draw_error(title: &str) -> impl Fn(&dyn std::fmt::Display) -> FigureError + '_ {
+    move |e| FigureError::Draw {
+        figure: title.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Every figure's frame: a white background, the bold title and the
+/// subtitle; returns the area left for the chart.
+pub(crate) fn titled_body<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    subtitle: &str,
+) -> Result<DrawingArea<DB, Shift>, FigureError> {
+    let err = draw_error(title);
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let body = root
+        .titled(title, ("sans-serif", 22).into_font().style(FontStyle::Bold))
+        .map_err(|e| err(&e))?;
+    body.titled(subtitle, ("sans-serif", 15))
+        .map_err(|e| err(&e))
+}
+
 /// Draw `data` on `root` (any plotters backend).
 pub fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     data: &FigureData,
 ) -> Result<(), FigureError> {
-    let err = |e: &dyn std::fmt::Display| FigureError::Draw {
-        figure: data.title.clone(),
-        message: e.to_string(),
-    };
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let body = root
-        .titled(
-            &data.title,
-            ("sans-serif", 22).into_font().style(FontStyle::Bold),
-        )
-        .map_err(|e| err(&e))?;
-    let body = body
-        .titled(&data.subtitle, ("sans-serif", 15))
-        .map_err(|e| err(&e))?;
+    let err = draw_error(&data.title);
+    let body = titled_body(root, &data.title, &data.subtitle)?;
     if data.series.is_empty() {
         let (w, h) = body.dim_in_pixel();
         let style = TextStyle::from(("sans-serif", 20)).pos(text_anchor::Pos::new(

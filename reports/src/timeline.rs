@@ -19,7 +19,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::figures::{png_with, svg_with, FigureError};
+use crate::figures::{draw_error, png_with, svg_with, titled_body, FigureError};
 
 /// File stem of the figure (`timeline.svg`, `timeline.png`).
 pub const STEM: &str = "timeline";
@@ -180,20 +180,8 @@ pub fn draw_timeline<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     f: &TimelineFigure,
 ) -> Result<(), FigureError> {
-    let err = |e: &dyn std::fmt::Display| FigureError::Draw {
-        figure: f.title.clone(),
-        message: e.to_string(),
-    };
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let body = root
-        .titled(
-            &f.title,
-            ("sans-serif", 22).into_font().style(FontStyle::Bold),
-        )
-        .map_err(|e| err(&e))?;
-    let body = body
-        .titled(&f.subtitle, ("sans-serif", 15))
-        .map_err(|e| err(&e))?;
+    let err = draw_error(&f.title);
+    let body = titled_body(root, &f.title, &f.subtitle)?;
     let (x_max, y_max) = ranges(f);
     let (lines, y_desc) = lines(f);
     let mut chart = ChartBuilder::on(&body)
@@ -285,18 +273,8 @@ pub fn write(f: &TimelineFigure, dir: &Path) -> Result<Vec<PathBuf>, TimelineErr
         (format!("{STEM}.svg"), svg(f)?.into_bytes()),
         (format!("{STEM}.png"), png(f)?),
     ];
-    files
-        .into_iter()
-        .map(|(name, bytes)| {
-            let path = dir.join(name);
-            loadgen::json_out::write_bytes_atomic(&bytes, &path)
-                .map_err(|source| TimelineError::Write {
-                    path: path.clone(),
-                    source,
-                })
-                .map(|()| path)
-        })
-        .collect()
+    crate::render::write_files(dir, files)
+        .map_err(|(path, source)| TimelineError::Write { path, source })
 }
 
 #[cfg(test)]
