@@ -168,6 +168,7 @@ impl<'a> Ctx<'a> {
             method: Method::Nat,
             scheduler: "rr".into(),
             rate: Some(1.0),
+            concurrency: None,
             stop: Stop::DurationS(opts.spec.seconds),
             clients: layout.clients.len(),
             timeout_s: opts.spec.timeout_s,
