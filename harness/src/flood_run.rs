@@ -25,9 +25,9 @@ use crate::bench::{Layout, BENCH_TOPOLOGY};
 use crate::bench_run::Undo;
 use crate::experiment::{run_dir_name, BalancerPlan, Method, RunSpec, ServerPlan, Stop};
 use crate::flood::{
-    checks, counter_delta, leg_setup, leg_teardown, parse_mac, parse_vm_rss, render_table,
-    spoof_pool, stats_counters, FloodKind, FloodRecord, FloodSpec, FloodTarget, FrameGen, Legit,
-    Phase, Probe, SendReport, FLOOD_IFACE, FLOOD_SCHEMA, MAX_FRAME,
+    bridge_nf_steps, checks, counter_delta, leg_setup, leg_teardown, parse_mac, parse_vm_rss,
+    render_table, spoof_pool, stats_counters, FloodKind, FloodRecord, FloodSpec, FloodTarget,
+    FrameGen, Legit, Phase, Probe, SendReport, BRIDGE_NF, FLOOD_IFACE, FLOOD_SCHEMA, MAX_FRAME,
 };
 use crate::net::multicast_mac;
 use crate::nsnet::in_netns;
@@ -208,6 +208,8 @@ impl<'a> Ctx<'a> {
             &leg_setup(&self.flood_node, &self.lan_bridge),
             leg_teardown(),
         )?;
+        let (nf_off, nf_back) = bridge_nf_steps(&self.bridge_nf());
+        let _nf = Undo::apply(self.tb, &nf_off, nf_back)?;
         let target = self.flood_target()?;
         let site = Site {
             tb: self.tb,
@@ -287,6 +289,25 @@ impl<'a> Ctx<'a> {
         let _ = stdout.flush();
         progress(format!("result written to {}", json_path.display()));
         Ok(record)
+    }
+
+    /// The switch's bridge-netfilter knobs that exist, with their values.
+    fn bridge_nf(&self) -> Vec<(String, String)> {
+        BRIDGE_NF
+            .iter()
+            .filter_map(|k| {
+                let argv = vec!["sysctl".into(), "-n".into(), k.to_string()];
+                let o = self
+                    .tb
+                    .output("sw", &argv)
+                    .ok()
+                    .filter(|o| o.status.success())?;
+                Some((
+                    k.to_string(),
+                    String::from_utf8_lossy(&o.stdout).trim().to_string(),
+                ))
+            })
+            .collect()
     }
 
     /// MACs and spoofed sources of the floods.
@@ -395,8 +416,9 @@ impl<'a> Ctx<'a> {
             errors: merged.errors_total(),
             error_types,
             duration_s,
-            reply_rate: if duration_s > 0.0 {
-                merged.replies() as f64 / duration_s
+            reply_rate: merged.replies() as f64 / self.opts.spec.seconds,
+            success_percent: if conns > 0 {
+                100.0 * merged.replies() as f64 / conns as f64
             } else {
                 0.0
             },

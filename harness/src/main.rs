@@ -174,8 +174,8 @@ of flows nobody opened), `malformed` (runts, truncated IPv4 headers, bad IHL/ver
 fragments, IPv6 and VLAN ethertypes). Spoofed sources are client-LAN addresses no node holds: the balancer's answers \
 go back to the flood leg, whose kernel drops them. During each phase the other client hosts run loadgen at --rate; \
 /stats (conntrack_entries) and VmRSS of the balancer are sampled every 250 ms.\n\n\
-Checks per flood: table never above --table-size, legit reply rate at least 0.5 of the baseline's, RSS growth at \
-most 16 MiB. Exit 0 whatever the verdict (1 with --strict when a check fails), 1 on errors, 2 on bad options, \
+Checks per flood: table never above --table-size, legit reply rate at least 0.5 of the baseline's, RSS growth \
+at most the full table's memory + 16 MiB. Exit 0 whatever the verdict (1 with --strict when a check fails), 1 on errors, 2 on bad options, \
 130 on Ctrl-C. The flood leg and the testbed are always removed. Needs root and release binaries.",
         after_help = "Example: harness flood --flood syn,nonsyn,malformed --seconds 10 --rate 500\n\
 Writes results/flood-<UTC time>/ (configs, logs, client results, stats/, table.txt, flood.json) unless --out-dir/--json say otherwise."
