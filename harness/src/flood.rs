@@ -603,9 +603,13 @@ impl Phase {
     }
     /// First and last RSS sampled, KiB.
     pub fn rss_span(&self) -> (Option<u64>, Option<u64>) {
+        let (first, last) = self.rss_ends();
+        (first, last.or(first))
+    }
+
+    fn rss_ends(&self) -> (Option<u64>, Option<u64>) {
         let mut it = self.probes.iter().filter_map(|p| p.rss_kib);
-        let first = it.next();
-        (first, it.last().or(first))
+        (it.next(), it.next_back())
     }
     /// Largest RSS sampled, KiB.
     pub fn rss_max(&self) -> Option<u64> {
@@ -1136,7 +1140,8 @@ mod tests {
             timeout_s: 5.0,
         };
         assert!(ok.validate().is_ok());
-        let cases: [(fn(&mut FloodSpec), &str); 5] = [
+        type Edit = fn(&mut FloodSpec);
+        let cases: [(Edit, &str); 5] = [
             (|s| s.seconds = 0.5, "--seconds 0.5"),
             (|s| s.rate = 0.0, "--rate 0"),
             (|s| s.table_size = 1, "--table-size 1"),

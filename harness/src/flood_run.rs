@@ -219,8 +219,14 @@ impl<'a> Ctx<'a> {
             flag: self.flag,
         };
         let mut procs = Procs::default();
-        start_servers(site, &[self.rs.clone()], 1, self.rs_work_us, &mut procs)?;
-        start_balancers(site, &[self.lb.clone()], &mut procs)?;
+        start_servers(
+            site,
+            std::slice::from_ref(&self.rs),
+            1,
+            self.rs_work_us,
+            &mut procs,
+        )?;
+        start_balancers(site, std::slice::from_ref(&self.lb), &mut procs)?;
         let pid = procs.0[1].p.id();
         progress(format!(
             "balancer ready (pid {pid}, table_size {}, SYN_RECV timeout {} s); floods from {} ({} spoofed sources {}..{})",

@@ -454,9 +454,9 @@ fn main() -> ExitCode {
         | Cmd::Run { .. }
         | Cmd::Demo { .. }
         | Cmd::BenchBalancer { .. }
-        | Cmd::Flood { .. }
         | Cmd::Reproduce { .. } => true,
-        Cmd::Status => false,
+        // Checks its options first (bad input: exit 2 also without root).
+        Cmd::Status | Cmd::Flood { .. } => false,
     };
     if needs_root && !is_privileged() {
         eprintln!("{NEED_ROOT}");
@@ -605,6 +605,10 @@ fn main() -> ExitCode {
                 // Bad input: one line, exit 2, nothing started.
                 eprintln!("harness: {e}");
                 return ExitCode::from(2);
+            }
+            if !is_privileged() {
+                eprintln!("{NEED_ROOT}");
+                return ExitCode::from(1);
             }
             let opts = harness::flood_run::FloodOptions {
                 spec,
