@@ -90,7 +90,7 @@ fuzz-libfuzzer SECONDS="60":
     cd balancer && RUSTC_BOOTSTRAP=1 cargo fuzz run engine_frames -- -max_total_time={{SECONDS}}
 
 # Failover in the testbed: 2lb-2rs at 400 conn/s for 12 s, lb2's balancer killed at 4 s; prints when
-# lb1's membership changed and from when on every connection succeeded (timeline.csv in the run dir).
+# lb1's membership changed and from when on every connection succeeded (timeline.csv, timeline.svg and .png in the run dir).
 failover *ARGS: deps build
     ./target/release/harness run --topology 2lb-2rs --rate 400 --duration 12s --fault at=4s,kill=lb2 {{ARGS}}
 

@@ -257,6 +257,28 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = crate::io::batch::DEFAULT_BATCH as u32,
           value_parser = clap::value_parser!(u32).range(1..=crate::io::batch::MAX_BATCH as i64))]
     pub batch: u32,
+    /// Drop the frames the balancer handles at tc ingress (tcx eBPF programs attached while it
+    /// runs), right after its packet sockets took them: front's frames to the VIP and back's
+    /// TCP/ICMP not addressed to back itself. Without it the node's kernel carries each of them
+    /// through IP input to its own drop (nftables prerouting, a failed route lookup). Falls back
+    /// to `off` with a warning when the kernel refuses (no tcx before Linux 6.6, no CAP_BPF).
+    #[arg(
+        long = "early-drop",
+        value_enum,
+        value_name = "ON|OFF",
+        default_value = "on"
+    )]
+    pub early_drop: OnOff,
+    /// Send frames straight to the driver, past front's and back's queueing discipline
+    /// (PACKET_QDISC_BYPASS): less work per frame sent, but no shaping. Leave it off where a
+    /// qdisc matters (the harness turns it on only for profiles without emulated link rates).
+    #[arg(
+        long = "qdisc-bypass",
+        value_enum,
+        value_name = "ON|OFF",
+        default_value = "off"
+    )]
+    pub qdisc_bypass: OnOff,
     /// Put front and back into promiscuous mode (not needed on veth/bridges; needed on NICs
     /// that filter unicast frames for other MACs).
     #[arg(long)]

@@ -79,12 +79,14 @@ fn run(a: &RunArgs) -> ExitCode {
             rcvbuf: a.rcvbuf,
             sndbuf: a.sndbuf,
             promisc: a.promisc,
+            qdisc_bypass: a.qdisc_bypass == cli::OnOff::On,
         },
         tick: Duration::from_millis(a.tick_ms),
         tun: a.tun.clone(),
         control: a.control,
         batch: a.batch as usize,
         cluster_key,
+        early_drop: a.early_drop == cli::OnOff::On,
     };
     match runner::run(cfg, opts) {
         Ok(()) => ExitCode::SUCCESS,

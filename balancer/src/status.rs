@@ -70,6 +70,9 @@ pub struct ProcessInfo {
     pub arp_seen: u64,
     /// Real servers whose MAC is still unknown (they get no flows).
     pub unresolved: Vec<String>,
+    /// The tc ingress early drop per interface ("off" when not asked for).
+    #[serde(default)]
+    pub early_drop: String,
 }
 
 /// The `/stats` document.

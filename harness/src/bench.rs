@@ -67,24 +67,30 @@ pub enum Target {
     Haproxy,
     /// No balancer: clients connect to rs1's own address through the router.
     Direct,
+    /// The user-space balancer with `--early-drop off`: its node's kernel
+    /// takes every handled frame through IP input to its own drop (the
+    /// fallback path, and the A/B of the early drop).
+    LateDrop,
 }
 
 impl Target {
     /// Every target, in table order.
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 5] = [
         Target::Balancer,
         Target::Nftables,
         Target::Haproxy,
         Target::Direct,
+        Target::LateDrop,
     ];
 
-    /// Lowercase name (`balancer`, `nftables`, `haproxy`, `direct`).
+    /// Lowercase name (`balancer`, `nftables`, `haproxy`, `direct`, `late-drop`).
     pub fn as_str(self) -> &'static str {
         match self {
             Target::Balancer => "balancer",
             Target::Nftables => "nftables",
             Target::Haproxy => "haproxy",
             Target::Direct => "direct",
+            Target::LateDrop => "late-drop",
         }
     }
 
@@ -95,6 +101,7 @@ impl Target {
             Target::Nftables => "LB kernel forwarding + nftables DNAT (conntrack un-NATs replies)",
             Target::Haproxy => "HAProxy mode tcp, nbthread 1, on VIP:80 in the LB node",
             Target::Direct => "clients -> router -> rs1 address (LB bypassed)",
+            Target::LateDrop => "balancer with --early-drop off (the LB kernel drops in IP input)",
         }
     }
 }
@@ -383,7 +390,7 @@ pub fn setup_steps(t: Target, l: &Layout, lb_front_mac: &str, nft_file: &Path) -
         )
     };
     match t {
-        Target::Balancer => vec![],
+        Target::Balancer | Target::LateDrop => vec![],
         Target::Nftables => vec![
             unicast(),
             flush_prerouting(l, "let VIP packets from front reach the kernel"),
@@ -500,7 +507,7 @@ pub fn teardown_steps(t: Target, l: &Layout) -> Vec<NsCmd> {
         )
     };
     match t {
-        Target::Balancer => vec![],
+        Target::Balancer | Target::LateDrop => vec![],
         Target::Nftables => vec![
             cmd(
                 &l.lb,

@@ -31,7 +31,7 @@ use crate::nsnet::{http_get, tcp_probe};
 use crate::plan::netns_name;
 use crate::profile::Profile;
 use crate::run::{
-    balancer_stats, make_run_dir, progress, run_loadgens, server_stats, start_balancers,
+    balancer_stats, make_run_dir, progress, run_loadgens, server_stats, start_balancers_with,
     start_servers, unix_ms, versions, with_testbed, write_json, Binaries, RunError, Site,
     TestbedUse, FETCH_TIMEOUT, SERVER_READY_TIMEOUT,
 };
@@ -168,6 +168,7 @@ impl<'a> Ctx<'a> {
             method: Method::Nat,
             scheduler: "rr".into(),
             rate: Some(1.0),
+            concurrency: None,
             stop: Stop::DurationS(opts.spec.seconds),
             clients: layout.clients.len(),
             timeout_s: opts.spec.timeout_s,
@@ -451,9 +452,14 @@ impl<'a> Ctx<'a> {
             teardown_steps(t, &l),
         )?;
         let fwd: Option<(usize, &str)> = match t {
-            Target::Balancer => {
+            Target::Balancer | Target::LateDrop => {
                 let lbs = [self.lb.clone()];
-                start_balancers(site, &lbs, &mut procs)?;
+                let extra: &[&str] = if t == Target::LateDrop {
+                    &["--early-drop", "off"]
+                } else {
+                    &[]
+                };
+                start_balancers_with(site, &lbs, extra, &mut procs)?;
                 Some((1, "balancer"))
             }
             Target::Haproxy => {
@@ -499,7 +505,7 @@ impl<'a> Ctx<'a> {
         )?;
         let after = self.snapshot(fwd_pid)?;
         let served_after = self.rs_requests();
-        if t == Target::Balancer {
+        if matches!(t, Target::Balancer | Target::LateDrop) {
             if let Ok(v) = balancer_stats(&self.lb) {
                 let p = self.out.join("stats").join(format!("{tag}.balancer.json"));
                 let _ = fs::write(p, v.to_string());

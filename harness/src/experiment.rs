@@ -80,6 +80,11 @@ pub struct RunSpec {
     /// Total offered connection rate (all clients together), per second;
     /// `None` with `NumConns`: sequential connections per client.
     pub rate: Option<f64>,
+    /// Closed loop instead of `rate`: this many keep-alive connections in
+    /// all (split over the clients), each held for the whole run and
+    /// issuing requests back to back (what a join must not break).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
     /// When to stop.
     pub stop: Stop,
     /// Number of client hosts used (the first `clients` of the topology).
@@ -159,12 +164,15 @@ pub struct BalancerPlan {
     /// `config` as the TOML file `balancer run --config` reads (the
     /// balancer's serializer wrote it).
     pub config_toml: String,
+    /// Send past the qdisc (`--qdisc-bypass on`): only where the profile
+    /// emulates no link rate, since bypassing would skip its tbf shaping.
+    pub qdisc_bypass: bool,
 }
 
 impl BalancerPlan {
     /// balancer arguments (after the program path) given the config file.
     pub fn args(&self, config: &Path) -> Vec<String> {
-        vec![
+        let mut v: Vec<String> = vec![
             "run".into(),
             "--config".into(),
             config.display().to_string(),
@@ -172,7 +180,11 @@ impl BalancerPlan {
             self.control.to_string(),
             "--tun".into(),
             VIP_TUN.into(),
-        ]
+        ];
+        if self.qdisc_bypass {
+            v.extend(["--qdisc-bypass".into(), "on".into()]);
+        }
+        v
     }
 }
 
@@ -278,14 +290,17 @@ impl RunSpec {
                 SchedulerKind::NAMES
             ));
         }
+        self.validate_concurrency()?;
         match (self.rate, self.stop) {
             (Some(r), _) if !(r.is_finite() && r > 0.0) => {
                 return bad(format!(
                     "--rate {r}: expected a positive number of connections per second"
                 ))
             }
-            (None, Stop::DurationS(_)) => {
-                return bad("--duration needs --rate (the total offered connection rate)".into())
+            (None, Stop::DurationS(_)) if self.concurrency.is_none() => {
+                return bad(
+                    "--duration needs --rate R (open loop) or --concurrency N (closed loop)".into(),
+                )
             }
             (_, Stop::DurationS(d)) if !(d.is_finite() && d > 0.0 && d <= 3600.0) => {
                 return bad(format!(
@@ -340,6 +355,36 @@ impl RunSpec {
             }
         }
         Ok(())
+    }
+
+    /// Closed loop: exactly one of `--rate` and `--concurrency`, at least one
+    /// connection per client, and a duration (the connections are held to
+    /// its end; `--num-conns` would end each after one call).
+    fn validate_concurrency(&self) -> Result<(), PlanError> {
+        let Some(c) = self.concurrency else {
+            return Ok(());
+        };
+        let bad = |m: String| Err(PlanError(m));
+        if self.rate.is_some() {
+            return bad("--concurrency and --rate both given: choose closed loop (--concurrency N keep-alive connections) or open loop (--rate R new connections per second)".into());
+        }
+        if (c as usize) < self.clients {
+            return bad(format!(
+                "--concurrency {c}: expected at least one connection per client ({}; --clients K uses fewer client hosts)",
+                self.clients
+            ));
+        }
+        if matches!(self.stop, Stop::NumConns(_)) {
+            return bad(format!(
+                "--concurrency {c} with --num-conns: closed loop holds its connections for a --duration; give --duration D instead"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the load is closed loop (`--concurrency`).
+    pub fn closed_loop(&self) -> bool {
+        self.concurrency.is_some()
     }
 
     /// The web servers: one per real server (its own address, plus the VIP
@@ -478,6 +523,7 @@ impl RunSpec {
                     config.to_toml_string()
                 ),
                 config,
+                qdisc_bypass: self.profile.link_mbit.is_none(),
             });
         }
         Ok(out)
@@ -495,6 +541,10 @@ impl RunSpec {
         if let Some(r) = self.rate {
             v.push("--rate".into());
             v.push(fmt_num(r / k as f64));
+        }
+        if let Some(c) = self.concurrency {
+            v.push("--concurrency".into());
+            v.push(share(u64::from(c), k, i).to_string());
         }
         match self.stop {
             Stop::DurationS(d) => {
@@ -521,6 +571,11 @@ impl RunSpec {
     /// One line describing the point, for progress and tables.
     pub fn describe(&self) -> String {
         let load = match (self.rate, self.stop) {
+            (None, Stop::DurationS(d)) if self.concurrency.is_some() => format!(
+                "closed loop, {} keep-alive conns for {} s",
+                self.concurrency.unwrap_or(0),
+                fmt_num(d)
+            ),
             (Some(r), Stop::DurationS(d)) => format!("{} conn/s for {} s", fmt_num(r), fmt_num(d)),
             (Some(r), Stop::NumConns(n)) => format!("{n} conns at {} conn/s", fmt_num(r)),
             (None, Stop::NumConns(n)) => format!("{n} sequential conns"),
@@ -665,6 +720,13 @@ pub struct RunRecord {
     /// when on every new connection succeeded.
     #[serde(default)]
     pub failover: Vec<crate::failover::FaultOutcome>,
+    /// Closed loop (`--concurrency`): what became of the long-lived connections.
+    #[serde(default)]
+    pub held: Option<crate::failover::HeldConnections>,
+    /// Client SYNs and their distinct SYN-ACKs counted at the router
+    /// (double answers); `None` without a router or when the capture failed.
+    #[serde(default)]
+    pub router: Option<crate::synack::RouterCheck>,
 }
 
 impl RunRecord {
@@ -789,6 +851,7 @@ mod tests {
             bi_active: bi,
             scheduler: "rr".into(),
             rate: Some(300.0),
+            concurrency: None,
             stop: Stop::DurationS(3.0),
             clients: 3,
             timeout_s: 5.0,
@@ -888,8 +951,14 @@ mod tests {
         assert_eq!(one[0].config.cluster.key, None);
         assert_eq!(
             b[0].args(Path::new("/r/lb1.toml")).join(" "),
-            "run --config /r/lb1.toml --control 198.18.1.11:9100 --tun vip0"
+            "run --config /r/lb1.toml --control 198.18.1.11:9100 --tun vip0 --qdisc-bypass on"
         );
+        // A profile that shapes the links with tbf keeps the qdisc in the path.
+        let mut shaped = spec("1lb-1rs", true);
+        shaped.profile = Profile::builtin("paper").unwrap();
+        assert!(!shaped.balancers().unwrap()[0]
+            .args(Path::new("/r/lb1.toml"))
+            .contains(&"--qdisc-bypass".to_string()));
         let dr = spec("1lb-1rs-dr", true).balancers().unwrap();
         assert_eq!(dr[0].config.forwarding, Forwarding::Dr);
         assert!(dr[0].config.bi_active);
@@ -919,6 +988,31 @@ mod tests {
     }
 
     #[test]
+    fn closed_loop_args_and_old_records() {
+        let mut s = spec("2lb-2rs", true);
+        s.rate = None;
+        s.concurrency = Some(24);
+        s.stop = Stop::DurationS(12.0);
+        s.validate().unwrap();
+        let a: Vec<String> = (0..3)
+            .map(|i| s.client_args(i, Path::new("x")).join(" "))
+            .collect();
+        assert!(
+            a[0].contains("--concurrency 8 --duration 12s") && !a[0].contains("--rate"),
+            "{}",
+            a[0]
+        );
+        assert!(s
+            .describe()
+            .contains("closed loop, 24 keep-alive conns for 12 s"));
+        // A record written before the field existed reads as open loop.
+        let mut v = serde_json::to_value(spec("1lb-1rs", true)).unwrap();
+        v.as_object_mut().unwrap().remove("concurrency");
+        let old: RunSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(old.concurrency, None);
+    }
+
+    #[test]
     fn validation_messages() {
         let check = |f: &dyn Fn(&mut RunSpec), needle: &str| {
             let mut s = spec("1lb-1rs", true);
@@ -934,6 +1028,35 @@ mod tests {
         check(&|s| s.scheduler = "fifo".into(), "expected one of rr, wrr");
         check(&|s| s.rate = Some(0.0), "--rate 0");
         check(&|s| s.rate = None, "--duration needs --rate");
+        check(
+            &|s| s.concurrency = Some(24),
+            "--concurrency and --rate both given",
+        );
+        let closed = |s: &mut RunSpec| {
+            s.rate = None;
+            s.concurrency = Some(24);
+        };
+        check(
+            &|s| {
+                closed(s);
+                s.concurrency = Some(2);
+            },
+            "--concurrency 2: expected at least one connection per client (3",
+        );
+        check(
+            &|s| {
+                closed(s);
+                s.concurrency = Some(0);
+            },
+            "--concurrency 0",
+        );
+        check(
+            &|s| {
+                closed(s);
+                s.stop = Stop::NumConns(100);
+            },
+            "give --duration D instead",
+        );
         check(&|s| s.stop = Stop::DurationS(0.0), "--duration 0s");
         check(
             &|s| s.stop = Stop::NumConns(2),

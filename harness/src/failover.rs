@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use balancer::membership::Change;
 use loadgen::result::TimelineBin;
+use reports::timeline::{Marker, MarkerKind};
 use serde::{Deserialize, Serialize};
 
 use crate::fault::FaultRecord;
@@ -79,8 +80,80 @@ pub fn analyse(
         .collect()
 }
 
-/// The summary printed after a run with faults.
-pub fn summary(outcomes: &[FaultOutcome]) -> String {
+/// A closed-loop run's long-lived connections (`harness run --concurrency`):
+/// whether any of them was broken. Its timeline bins a connection at its
+/// start, so the N connections opened at 0 ms carry every error they meet
+/// later in the first bin; these totals are what says whether a fault broke
+/// an established connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldConnections {
+    /// Keep-alive connections asked for (`--concurrency`).
+    pub concurrency: u64,
+    /// Connections attempted in all (more than `concurrency`: some ended
+    /// early and their slot opened another).
+    pub attempted: u64,
+    /// Connections that ended in an error.
+    pub errors: u64,
+    /// Of those, resets (ECONNRESET/EPIPE, EOF before a reply).
+    pub resets: u64,
+    /// Of those, client timeouts.
+    pub timeouts: u64,
+    /// Replies received over all connections.
+    pub replies: u64,
+    /// Start of the first and of the last 100-ms bin in which an error
+    /// occurred (by event time), ms from the start of the load.
+    pub errors_between_ms: Option<(u64, u64)>,
+}
+
+impl HeldConnections {
+    /// The figures of a merged closed-loop result with `concurrency` connections.
+    pub fn from_result(concurrency: u32, r: &loadgen::result::RunResult) -> HeldConnections {
+        HeldConnections {
+            concurrency: u64::from(concurrency),
+            attempted: r.counts.conns_attempted,
+            errors: r.errors_total(),
+            resets: r.errors.conn_reset,
+            timeouts: r.errors.client_timo,
+            replies: r.replies(),
+            errors_between_ms: {
+                let mut bad = r.timeline.iter().filter(|b| b.errors_at > 0);
+                bad.next().map(|first| {
+                    let last = bad.next_back().unwrap_or(first);
+                    (first.t_ms, last.t_ms)
+                })
+            },
+        }
+    }
+
+    /// One summary line.
+    pub fn line(&self) -> String {
+        let verdict = if self.errors == 0 && self.attempted == self.concurrency {
+            "every connection was held to the end: none was reset or failed".to_string()
+        } else {
+            let when = match self.errors_between_ms {
+                Some((a, b)) if a == b => format!("; the errors occurred at {a}-{} ms", a + 100),
+                Some((a, b)) => format!("; the errors occurred between {a} and {} ms", b + 100),
+                None => String::new(),
+            };
+            format!(
+                "{} connection(s) ended early{when}",
+                self.attempted
+                    .saturating_sub(self.concurrency)
+                    .max(self.errors)
+            )
+        };
+        format!(
+            "Closed loop: {} keep-alive connections, {} opened in all, {} ended in an error \
+             ({} reset, {} timed out), {} replies; {verdict}\n",
+            self.concurrency, self.attempted, self.errors, self.resets, self.timeouts, self.replies
+        )
+    }
+}
+
+/// The summary printed after a run with faults. With `held` (closed loop)
+/// the per-fault "every connection starting from" clause is left out: the
+/// connections started at 0 ms, and `held` says what happened to them.
+pub fn summary(outcomes: &[FaultOutcome], held: Option<&HeldConnections>) -> String {
     let mut o = String::from("Faults:\n");
     for x in outcomes {
         let f = &x.fault;
@@ -95,6 +168,10 @@ pub fn summary(outcomes: &[FaultOutcome]) -> String {
                 let _ = write!(o, " membership changed after {ms} ms ({})", who.join(", "));
             }
             None => o.push_str(" no membership change"),
+        }
+        if held.is_some() {
+            o.push('\n');
+            continue;
         }
         match x.clean_from_ms {
             Some(t) => {
@@ -112,14 +189,52 @@ pub fn summary(outcomes: &[FaultOutcome]) -> String {
             }
         }
     }
+    if let Some(h) = held {
+        o.push_str(&h.line());
+    }
     o
 }
 
-/// The timeline as CSV (`t_ms,started,replied,errors`).
+/// The timeline figure's markers: each fault (`kill lb2`), when the other
+/// balancers' membership had changed, and (open loop) from when on every
+/// new connection succeeded.
+pub fn markers(outcomes: &[FaultOutcome], closed_loop: bool) -> Vec<Marker> {
+    let mut v = Vec::new();
+    for x in outcomes {
+        let f = &x.fault;
+        v.push(Marker {
+            at_ms: f.at_ms,
+            kind: MarkerKind::Fault,
+            label: format!("{} {}", f.action, f.node),
+        });
+        if let Some(d) = x.membership_changed_after_ms {
+            v.push(Marker {
+                at_ms: f.at_ms + d,
+                kind: MarkerKind::Membership,
+                label: format!("membership changed (+{d} ms)"),
+            });
+        }
+        if let (Some(t), false) = (x.clean_from_ms, closed_loop) {
+            v.push(Marker {
+                at_ms: t,
+                kind: MarkerKind::CleanFrom,
+                label: format!("all new connections succeed from {t} ms"),
+            });
+        }
+    }
+    v
+}
+
+/// The timeline as CSV (`t_ms,started,replied,errors,replies_at,errors_at`:
+/// connections by start, then replies and errors by when they happened).
 pub fn timeline_csv(timeline: &[TimelineBin]) -> String {
-    let mut o = String::from("t_ms,started,replied,errors\n");
+    let mut o = String::from("t_ms,started,replied,errors,replies_at,errors_at\n");
     for b in timeline {
-        let _ = writeln!(o, "{},{},{},{}", b.t_ms, b.started, b.replied, b.errors);
+        let _ = writeln!(
+            o,
+            "{},{},{},{},{},{}",
+            b.t_ms, b.started, b.replied, b.errors, b.replies_at, b.errors_at
+        );
     }
     o
 }
@@ -138,6 +253,7 @@ mod tests {
                 started: 10,
                 replied: 10 - e,
                 errors: e,
+                ..TimelineBin::default()
             })
             .collect()
     }
@@ -171,10 +287,54 @@ mod tests {
         assert_eq!(out[0].clean_from_ms, Some(700));
         // The 2 errors of the 300-ms bin started before the fault.
         assert_eq!(out[0].errors_after_fault, 5);
-        let s = summary(&out);
+        let s = summary(&out, None);
         assert!(s.contains("membership changed after 270 ms (lb1 270 ms); every connection starting from 700 ms succeeded (5 failed before)"), "{s}");
+        let m = markers(&out, false);
+        let labels: Vec<(u64, &str)> = m.iter().map(|m| (m.at_ms, m.label.as_str())).collect();
+        assert_eq!(
+            labels,
+            vec![
+                (400, "kill lb2"),
+                (670, "membership changed (+270 ms)"),
+                (700, "all new connections succeed from 700 ms")
+            ]
+        );
+        assert_eq!(markers(&out, true).len(), 2);
+        assert!(timeline_csv(&tl).starts_with(
+            "t_ms,started,replied,errors,replies_at,errors_at\n0,10,10,0,0,0\n100,10,10,0,0,0\n"
+        ));
+    }
+
+    #[test]
+    fn closed_loop_summary() {
+        let f = FaultRecord {
+            at_ms: 3000,
+            action: "start".into(),
+            node: "lb2".into(),
+        };
+        let out = analyse(&[f], &[1_003_000], 1_000_000, &bins(&[0]), &[]);
+        let mut h = HeldConnections {
+            concurrency: 24,
+            attempted: 24,
+            errors: 0,
+            resets: 0,
+            timeouts: 0,
+            replies: 90_000,
+            errors_between_ms: None,
+        };
+        let s = summary(&out, Some(&h));
+        assert!(!s.contains("every connection starting"), "{s}");
+        assert!(s.contains("Closed loop: 24 keep-alive connections, 24 opened in all, 0 ended in an error (0 reset, 0 timed out), 90000 replies; every connection was held to the end"), "{s}");
+        h.attempted = 26;
+        h.errors = 2;
+        h.resets = 2;
+        h.errors_between_ms = Some((9000, 9100));
         assert!(
-            timeline_csv(&tl).starts_with("t_ms,started,replied,errors\n0,10,10,0\n100,10,10,0\n")
+            h.line().contains(
+                "2 connection(s) ended early; the errors occurred between 9000 and 9200 ms"
+            ),
+            "{}",
+            h.line()
         );
     }
 
@@ -188,6 +348,6 @@ mod tests {
         let out = analyse(&[f], &[5_000], 5_000, &bins(&[1, 1]), &[]);
         assert_eq!(out[0].clean_from_ms, None);
         assert_eq!(out[0].membership_changed_after_ms, None);
-        assert!(summary(&out).contains("kept failing"));
+        assert!(summary(&out, None).contains("kept failing"));
     }
 }

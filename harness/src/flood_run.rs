@@ -159,6 +159,7 @@ impl<'a> Ctx<'a> {
             server_threads: 1,
             client_threads: 1,
             health_checks: false,
+            concurrency: None,
         };
         let mut lb = run_spec
             .balancers()?

@@ -25,6 +25,10 @@
 //! - [`fault`]: `--fault at=T,ACTION=NODE` and `--down NODE` as data,
 //!   checked against the topology and run length (pure).
 //! - [`inject`]: carries out the fault schedule while the clients run.
+//! - [`synack`]: double answers at the router: client SYNs and their
+//!   distinct SYN-ACKs, counted from frames (pure).
+//! - [`capture`]: `harness router-watch`, the AF_PACKET capture in the
+//!   router's namespace feeding [`synack`].
 //! - [`supervise`]: processes in nodes: spawn with a log, wait until ready,
 //!   wait for clients with a budget, stop all (TERM, then KILL).
 //! - [`run`]: `harness run` / `harness demo`, and the named phases of a
@@ -46,6 +50,7 @@
 
 pub mod bench;
 pub mod bench_run;
+pub mod capture;
 pub mod cgroup;
 pub mod discover;
 pub mod exec;
@@ -67,6 +72,7 @@ pub mod state;
 pub mod status;
 pub mod supervise;
 pub mod sweep;
+pub mod synack;
 pub mod testbed;
 pub mod topology;
 

@@ -94,6 +94,26 @@ enum Cmd {
         #[arg(long = "down", value_name = "NODE")]
         down: Vec<String>,
     },
+    /// Internal: count client SYNs and their distinct SYN-ACKs on the IFACEs until SIGTERM, then
+    /// write the counts to OUT (`harness run` starts it in the router's namespace).
+    #[command(hide = true)]
+    RouterWatch {
+        /// An interface of the router towards the balancers or servers (repeatable).
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+        /// The virtual service, VIP:PORT.
+        #[arg(long)]
+        vip: std::net::SocketAddrV4,
+        /// Where the JSON counts go.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Redraw the timeline figure (timeline.svg, timeline.png) of a `harness run` result into
+    /// its directory; `harness run` draws it after every run.
+    Timeline {
+        /// A result.json of `harness run`, or the run directory holding it.
+        result: PathBuf,
+    },
     /// The paper's comparison in one command: the same point with bi-active
     /// on and off (each on a fresh testbed), printed side by side.
     Demo {
@@ -314,6 +334,10 @@ struct PointArgs {
     /// (each of K clients offers RATE/K) [demo default: 600].
     #[arg(long, value_name = "R")]
     rate: Option<f64>,
+    /// Closed loop instead of --rate: N keep-alive connections in all (split over the clients),
+    /// each held for the whole --duration and issuing requests back to back.
+    #[arg(long, value_name = "N")]
+    concurrency: Option<u32>,
     /// How long the clients offer load, e.g. 10s, 500ms, 2m [demo default: 10s].
     #[arg(long, value_name = "D", value_parser = loadgen::cli::parse_duration, conflicts_with = "num_conns")]
     duration: Option<std::time::Duration>,
@@ -363,13 +387,17 @@ fn point_options(
     let (rate, stop) = match (a.rate, a.duration, a.num_conns) {
         (r, _, Some(n)) => (r, Stop::NumConns(n)),
         (r, Some(d), None) => (r, Stop::DurationS(d.as_secs_f64())),
-        (r, None, None) if demo => (
-            Some(r.unwrap_or(DEMO_RATE)),
-            Stop::DurationS(DEMO_DURATION_S),
+        (r, None, None) if demo => (r, Stop::DurationS(DEMO_DURATION_S)),
+        _ => return Err(
+            "give the load: --rate R --duration D, --concurrency N --duration D, or --num-conns N"
+                .into(),
         ),
-        _ => return Err("give the load: --rate R --duration D, or --num-conns N".into()),
     };
-    let rate = if demo { rate.or(Some(DEMO_RATE)) } else { rate };
+    let rate = if demo && a.concurrency.is_none() {
+        rate.or(Some(DEMO_RATE))
+    } else {
+        rate
+    };
     let n_clients = topology
         .nodes
         .iter()
@@ -382,12 +410,16 @@ fn point_options(
         method,
         scheduler: a.scheduler,
         rate,
+        concurrency: a.concurrency,
         stop,
         clients: a.clients.unwrap_or(n_clients),
         timeout_s: a.timeout,
         server_threads: a.server_threads,
         client_threads: a.client_threads,
-        health_checks: true,
+        // The demo is the paper's comparison, which had no health checks: at
+        // 600 conn/s the lone real server of bi-active off is overloaded,
+        // fails 200 ms checks and would be withdrawn (15 % errors measured).
+        health_checks: !demo,
     };
     spec.validate().map_err(|e| e.to_string())?;
     Ok(RunOptions {
@@ -440,6 +472,45 @@ fn run_failed(e: RunError) -> ExitCode {
     }
 }
 
+/// `harness timeline RESULT`: bad input (no such file, not a run record, no
+/// timeline) exits 2, a failed write 1.
+fn redraw_timeline(result: &Path) -> ExitCode {
+    let file = if result.is_dir() {
+        result.join("result.json")
+    } else {
+        result.to_path_buf()
+    };
+    let record: harness::experiment::RunRecord = match std::fs::read(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_input(format!(
+                "{}: expected the result.json of `harness run`: {e}",
+                file.display()
+            ))
+        }
+    };
+    let dir = file.parent().unwrap_or(Path::new("."));
+    match runner::timeline_figure(&record, &file.display().to_string(), dir) {
+        Ok(paths) => {
+            for p in paths {
+                println!("{}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ reports::timeline::TimelineError::NoTimeline { .. }) => bad_input(e),
+        Err(e) => fail(e),
+    }
+}
+
+/// Bad input: one line, exit 2, nothing started.
+fn bad_input(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("harness: {e}");
+    ExitCode::from(2)
+}
+
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("harness: {e}");
     ExitCode::from(1)
@@ -450,13 +521,15 @@ fn main() -> ExitCode {
     let dir = Path::new(STATE_DIR);
     let needs_root = match &cli.cmd {
         Cmd::Up { dry_run, .. } | Cmd::Down { dry_run } => !dry_run,
+        // `run` checks its input first (exit 2 without root too), then privileges.
+        Cmd::Run { .. } => false,
         Cmd::Exec { .. }
-        | Cmd::Run { .. }
+        | Cmd::RouterWatch { .. }
         | Cmd::Demo { .. }
         | Cmd::BenchBalancer { .. }
         | Cmd::Reproduce { .. } => true,
-        // Checks its options first (bad input: exit 2 also without root).
-        Cmd::Status | Cmd::Flood { .. } => false,
+        // `flood` checks its options first (exit 2 without root too), then privileges.
+        Cmd::Status | Cmd::Timeline { .. } | Cmd::Flood { .. } => false,
     };
     if needs_root && !is_privileged() {
         eprintln!("{NEED_ROOT}");
@@ -494,6 +567,14 @@ fn main() -> ExitCode {
             print!("{}", status::render(dir));
             ExitCode::SUCCESS
         }
+        Cmd::Timeline { result } => redraw_timeline(&result),
+        Cmd::RouterWatch { ifaces, vip, out } => {
+            let stop = signal::catch_interrupts();
+            match harness::capture::watch(&ifaces, vip, &out, stop) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("router-watch: {e:#}")),
+            }
+        }
         Cmd::Run {
             point,
             bi_active,
@@ -504,14 +585,16 @@ fn main() -> ExitCode {
         } => {
             let mut opts = match point_options(point, bi_active == OnOff::On, false, cli.verbose) {
                 Ok(o) => o,
-                Err(e) => return fail(e),
+                Err(e) => return bad_input(e),
             };
             opts.json = json;
             opts.keep_up = keep_up;
             if let Err(e) = fault_options(&mut opts, &faults, &down) {
-                // Bad input: one line, exit 2, nothing started.
-                eprintln!("harness: {e}");
-                return ExitCode::from(2);
+                return bad_input(e);
+            }
+            if !is_privileged() {
+                eprintln!("{NEED_ROOT}");
+                return ExitCode::from(1);
             }
             match runner::run(&opts) {
                 Ok(_) => ExitCode::SUCCESS,
@@ -521,7 +604,7 @@ fn main() -> ExitCode {
         Cmd::Demo { point } => {
             let opts = match point_options(point, true, true, cli.verbose) {
                 Ok(o) => o,
-                Err(e) => return fail(e),
+                Err(e) => return bad_input(e),
             };
             match runner::demo(&opts) {
                 Ok(_) => ExitCode::SUCCESS,

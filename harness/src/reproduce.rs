@@ -214,6 +214,7 @@ pub fn run_spec(
         method: c.method,
         scheduler: "rr".into(),
         rate: Some(rate),
+        concurrency: None,
         stop: Stop::DurationS(spec.duration_s),
         clients: spec.clients as usize,
         timeout_s: TIMEOUT_S,

@@ -17,7 +17,7 @@
 //! stderr, results to stdout.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +40,7 @@ use crate::profile::Profile;
 use crate::signal;
 use crate::supervise::{io_err, spawn_logged, wait_clients_while, wait_ready, Procs};
 use crate::testbed::{self, Testbed, UpOptions};
-use crate::topology::Topology;
+use crate::topology::{Node, Role, Topology};
 
 /// How long a web server may take to listen.
 pub const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -397,6 +397,16 @@ pub(crate) fn start_balancers(
     lbs: &[BalancerPlan],
     procs: &mut Procs,
 ) -> Result<(), RunError> {
+    start_balancers_with(site, lbs, &[], procs)
+}
+
+/// [`start_balancers`] with extra `balancer run` flags (I/O variants).
+pub(crate) fn start_balancers_with(
+    site: Site<'_>,
+    lbs: &[BalancerPlan],
+    extra: &[&str],
+    procs: &mut Procs,
+) -> Result<(), RunError> {
     let first = procs.0.len();
     for b in lbs {
         let cfg = site.out.join("config").join(format!("{}.toml", b.node));
@@ -404,6 +414,7 @@ pub(crate) fn start_balancers(
             .map_err(io_err(format!("writing {}", cfg.display())))?;
         let mut argv = vec![site.bins.balancer.display().to_string()];
         argv.extend(b.args(&cfg));
+        argv.extend(extra.iter().map(|s| s.to_string()));
         let log = site.log(&format!("{}.balancer.log", b.node));
         let what = format!("balancer in {}", b.node);
         procs
@@ -678,6 +689,7 @@ fn run_on(
     start_balancers(site, &up_lbs, &mut procs)?;
     progress(format!("{} balancer(s) ready", up_lbs.len()));
 
+    let watch = start_router_watch(site, spec);
     let clients = spec.client_nodes();
     let budget = client_budget_s(spec);
     progress(format!(
@@ -726,13 +738,22 @@ fn run_on(
     let balancers = collect_balancer_stats(&lbs);
     let tables = balancer_tables(tb, bins, &lbs);
     procs.stop_all();
+    let router = watch.and_then(finish_router_watch);
     let (faults, failover) = fault_outcomes(&injector.done, load_start, &merged, &balancers);
+    let held = spec
+        .concurrency
+        .map(|c| failover::HeldConnections::from_result(c, &merged));
     if !faults.is_empty() {
-        print!("{}", failover::summary(&failover));
+        print!("{}", failover::summary(&failover, held.as_ref()));
         let csv = out.join("timeline.csv");
         std::fs::write(&csv, failover::timeline_csv(&merged.timeline))
             .map_err(io_err(format!("writing {}", csv.display())))?;
         progress(format!("timeline written to {}", csv.display()));
+    } else if let Some(h) = &held {
+        print!("{}", h.line());
+    }
+    if let Some(r) = &router {
+        print!("{}", r.line());
     }
 
     let merged_timeline = merged.timeline.clone();
@@ -750,12 +771,192 @@ fn run_on(
         timeline: merged_timeline,
         faults,
         failover,
+        held,
+        router,
     };
     let json_path = opts.json.clone().unwrap_or_else(|| out.join("result.json"));
     write_json(&record, &json_path)?;
+    draw_timeline(&record, &out);
     print_point(&record, &tables);
     progress(format!("result written to {}", json_path.display()));
     Ok(record)
+}
+
+/// The router check while it runs: its process, where it writes, and the
+/// MACs of the balancers' and servers' interfaces (to name who answered).
+pub(crate) struct RouterWatch {
+    procs: Procs,
+    out: PathBuf,
+    macs: Vec<(String, String)>,
+}
+
+/// The router and its interfaces that do not face a client: every SYN-ACK
+/// to a client arrives on one of them (from a balancer, or in DR from a
+/// real server), and the client SYNs leave on one.
+fn router_ifaces(t: &Topology) -> Option<(&Node, Vec<String>)> {
+    let router = t.nodes.iter().find(|n| n.role == Role::Router)?;
+    let client_segments: Vec<&str> = t
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Client)
+        .flat_map(|n| n.ifaces.iter().map(|f| f.segment.as_str()))
+        .collect();
+    let ifaces: Vec<String> = router
+        .ifaces
+        .iter()
+        .filter(|f| !client_segments.contains(&f.segment.as_str()))
+        .map(|f| f.name.clone())
+        .collect();
+    (!ifaces.is_empty()).then_some((router, ifaces))
+}
+
+/// Every balancer's and real server's interface MACs, with its node name.
+fn node_macs(tb: &Testbed, t: &Topology) -> Vec<(String, String)> {
+    t.nodes
+        .iter()
+        .filter(|n| matches!(n.role, Role::Balancer | Role::Realserver))
+        .flat_map(|n| n.ifaces.iter().map(move |f| (n, f)))
+        .filter_map(|(n, f)| {
+            let path = format!("/sys/class/net/{}/address", f.name);
+            let o = tb.output(&n.name, &["cat".into(), path]).ok()?;
+            let mac = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            (o.status.success() && !mac.is_empty()).then(|| (mac, n.name.clone()))
+        })
+        .collect()
+}
+
+/// Starts `harness router-watch` in the router's namespace on its
+/// interfaces towards the balancers and servers (log
+/// `logs/router-watch.log`, result `router.json`) and waits until it
+/// captures. `None` (with a warning) when the topology has no router or it
+/// could not start: the run goes on without the check.
+pub(crate) fn start_router_watch(site: Site<'_>, spec: &RunSpec) -> Option<RouterWatch> {
+    let t = &spec.topology;
+    let (router, ifaces) = router_ifaces(t)?;
+    let out = site.out.join("router.json");
+    let _ = std::fs::remove_file(&out);
+    let started = (|| -> Result<RouterWatch, RunError> {
+        let exe = std::env::current_exe().map_err(io_err("finding the harness executable"))?;
+        let mut argv = vec![exe.display().to_string(), "router-watch".into()];
+        for i in &ifaces {
+            argv.extend(["--iface".into(), i.clone()]);
+        }
+        argv.extend([
+            "--vip".into(),
+            SocketAddrV4::new(t.vip, crate::experiment::SERVICE_PORT).to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ]);
+        let log = site.log("router-watch.log");
+        let mut procs = Procs::default();
+        let what = format!("router-watch (in {})", router.name);
+        procs.0.push(spawn_logged(
+            site.tb,
+            &router.name,
+            what,
+            argv,
+            log.clone(),
+        )?);
+        wait_ready(&mut procs.0[0], SERVER_READY_TIMEOUT, site.flag, || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains(crate::capture::READY_LINE))
+        })?;
+        let macs = node_macs(site.tb, t);
+        Ok(RouterWatch { procs, out, macs })
+    })();
+    match started {
+        Ok(w) => {
+            progress(format!(
+                "router check capturing on {}:{}",
+                router.name,
+                ifaces.join("+")
+            ));
+            Some(w)
+        }
+        Err(e) => {
+            progress(format!("warning: no router check: {e}"));
+            None
+        }
+    }
+}
+
+/// Stops the capture (SIGTERM: it writes its counts and exits) and reads
+/// its counts, naming the answerers by node.
+pub(crate) fn finish_router_watch(mut w: RouterWatch) -> Option<crate::synack::RouterCheck> {
+    w.procs.stop_all();
+    let read = std::fs::read(&w.out)
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            serde_json::from_slice::<crate::synack::RouterCheck>(&b).map_err(|e| e.to_string())
+        });
+    match read {
+        Ok(mut c) => {
+            for (mac, node) in &w.macs {
+                if let Some(n) = c.answers_by_mac.get(mac) {
+                    *c.answers_by_node.entry(node.clone()).or_default() += *n;
+                }
+            }
+            Some(c)
+        }
+        Err(e) => {
+            progress(format!(
+                "warning: no router check: {}: {e}",
+                w.out.display()
+            ));
+            None
+        }
+    }
+}
+
+/// `timeline.svg` and `timeline.png` next to the result (a warning, not a
+/// failure, when they cannot be drawn: the measured result is written).
+fn draw_timeline(record: &RunRecord, out: &Path) {
+    match timeline_figure(record, "this run's merged loadgen result", out) {
+        Ok(paths) => progress(format!(
+            "timeline figure written to {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Err(e) => progress(format!("warning: no timeline figure: {e}")),
+    }
+}
+
+/// Draws the timeline figure of `record` (`what` names it in errors) into
+/// `dir/timeline.svg` and `.png`, atomically: `harness run` after every
+/// run, `harness timeline` for an existing result.
+pub fn timeline_figure(
+    record: &RunRecord,
+    what: &str,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, reports::timeline::TimelineError> {
+    let title = match record.faults.as_slice() {
+        [] => format!("Timeline of {}, no fault", record.spec.topology.name),
+        fs => format!(
+            "Timeline of {}: {}",
+            record.spec.topology.name,
+            fs.iter()
+                .map(|f| format!("{} {} at {} ms", f.action, f.node, f.at_ms))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let f = reports::timeline::timeline_figure(
+        what,
+        title,
+        record.spec.describe(),
+        &record.timeline,
+        failover::markers(&record.failover, record.spec.closed_loop()),
+        reports::timeline::Load {
+            duration_ms: match record.spec.stop {
+                Stop::DurationS(d) => Some((d * 1000.0) as u64),
+                Stop::NumConns(_) => None,
+            },
+            closed_loop: record.spec.closed_loop(),
+        },
+    )?;
+    reports::timeline::write(&f, dir)
 }
 
 /// The faults carried out and what each led to (membership changes from

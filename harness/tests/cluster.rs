@@ -112,7 +112,110 @@ fn point(bins: &Path, out: &Path, topology: &str, bi: &str, extra: &[&str]) -> R
     ] {
         assert!(run_dir.join(d).is_file(), "{d} missing in {run_dir:?}");
     }
+    // The router saw every SYN answered once.
+    let rc = r.router.as_ref().expect("router check");
+    assert_eq!(
+        (
+            rc.client_syns,
+            rc.answered,
+            rc.answered_twice,
+            rc.capture_drops
+        ),
+        (900, 900, 0, 0),
+        "{topology} {bi}: {rc:?}"
+    );
     r
+}
+
+/// `harness run ARGS` into `dir`; its record.
+fn run_record(bins: &Path, dir: &Path, args: &[&str]) -> RunRecord {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        "--bin-dir",
+        bins.to_str().unwrap(),
+        "--out-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let o = harness(&all);
+    assert!(
+        o.status.success(),
+        "harness {all:?} failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap()
+}
+
+/// No `harness router-watch` process is left anywhere.
+fn assert_no_watcher(when: &str) {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        assert!(!cmd.contains("router-watch"), "{when}: left running: {cmd}");
+    }
+}
+
+/// A balancer joining under closed-loop keep-alive load breaks no
+/// connection and answers no SYN twice (at the router); a heartbeat
+/// partition makes both answer, and the router check sees it.
+fn join_and_partition(bins: &Path, out: &Path) {
+    let dir = out.join("join-closed");
+    let r = run_record(
+        bins,
+        &dir,
+        &[
+            "--topology",
+            "2lb-2rs",
+            "--concurrency",
+            "6",
+            "--duration",
+            "4s",
+            "--down",
+            "lb2",
+            "--fault",
+            "at=1500ms,start=lb2",
+        ],
+    );
+    let held = r.held.as_ref().expect("closed loop: held connections");
+    assert_eq!((held.attempted, held.errors), (6, 0), "{held:?}");
+    assert!(r.loadgen.replies() > 100, "{}", r.loadgen.replies());
+    let rc = r.router.as_ref().expect("router check");
+    assert_eq!(
+        (rc.client_syns, rc.answered, rc.answered_twice),
+        (6, 6, 0),
+        "{rc:?}"
+    );
+    assert!(
+        r.failover[0].membership_changed_after_ms.is_some(),
+        "lb1 never saw lb2 join: {:?}",
+        r.failover
+    );
+    let svg = std::fs::read_to_string(dir.join("timeline.svg")).unwrap();
+    assert!(svg.contains("start lb2"), "no fault marker in the figure");
+    assert!(dir.join("timeline.png").is_file());
+
+    let r = run_record(
+        bins,
+        &out.join("partition"),
+        &[
+            "--topology",
+            "2lb-2rs",
+            "--rate",
+            "100",
+            "--duration",
+            "3s",
+            "--fault",
+            "at=1s,block-heartbeat=lb2",
+        ],
+    );
+    let rc = r.router.as_ref().expect("router check");
+    assert!(
+        rc.answered_twice > 0 && rc.answers_by_node.len() == 2,
+        "heartbeats blocked: both balancers should answer some SYNs: {rc:?}"
+    );
+    assert_no_watcher("after the join and partition runs");
 }
 
 fn served(r: &RunRecord, role: Role) -> u64 {
@@ -167,6 +270,9 @@ fn cluster_points() {
         assert_clean(&format!("after the {topology} points"));
     }
 
+    join_and_partition(&bins, out.path());
+    assert_clean("after the join and partition runs");
+
     // Ctrl-C while the clients run: every process stopped, testbed removed.
     let run_dir = out.path().join("interrupted");
     common::interrupt_once_clients_run(
@@ -185,6 +291,7 @@ fn cluster_points() {
         &run_dir.join("logs/client3.loadgen.log"),
     );
     assert_clean("after Ctrl-C during a run");
+    assert_no_watcher("after Ctrl-C during a run");
 
     // A method that does not fit the topology: a clear error, nothing built.
     let o = harness(&[
@@ -198,7 +305,7 @@ fn cluster_points() {
         "--duration",
         "1s",
     ]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("does not fit topology `1lb-1rs`"),
         "{}",

@@ -238,11 +238,11 @@ impl Recorder {
         &mut self.series[sec]
     }
 
-    /// The timeline bin of a connection that started at `started`.
+    /// The timeline bin of instant `at` (a connection's start, a reply, an error).
     #[inline]
-    fn timeline_bin(&mut self, started: Instant) -> &mut TimelineBin {
+    fn timeline_bin(&mut self, at: Instant) -> &mut TimelineBin {
         let cap = MAX_SERIES_SECS * 1000 / TIMELINE_BIN_MS;
-        let i = (self.offset_ns(started) / (TIMELINE_BIN_MS * 1_000_000)).min(cap) as usize;
+        let i = (self.offset_ns(at) / (TIMELINE_BIN_MS * 1_000_000)).min(cap) as usize;
         if i >= self.timeline.len() {
             let from = self.timeline.len();
             self.timeline.resize(i + 1, TimelineBin::default());
@@ -353,6 +353,7 @@ impl Recorder {
             }
             self.windows[w] += 1;
             self.second(at).replies += 1;
+            self.timeline_bin(at).replies_at += 1;
         }
     }
 
@@ -360,6 +361,7 @@ impl Recorder {
     pub fn error(&mut self, at: Instant, kind: ErrorKind) {
         self.errors.add(kind, 1);
         self.second(at).errors += 1;
+        self.timeline_bin(at).errors_at += 1;
     }
 
     /// A connection ended. `ok` = it ended without error. `replies` = replies received on it.
@@ -920,5 +922,9 @@ mod timeline_tests {
             .iter()
             .enumerate()
             .all(|(i, b)| b.t_ms == i as u64 * 100));
+        // By event time: every reply and every error lands in the bin it happened in.
+        let replies_at: u64 = r.timeline.iter().map(|b| b.replies_at).sum();
+        let errors_at: u64 = r.timeline.iter().map(|b| b.errors_at).sum();
+        assert_eq!((replies_at, errors_at), (r.replies(), r.errors_total()));
     }
 }

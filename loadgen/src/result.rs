@@ -476,7 +476,8 @@ pub const TIMELINE_BIN_MS: u64 = 100;
 
 /// Connections by start time, one [`TIMELINE_BIN_MS`] bin (what a failover
 /// is measured with: which connections, by when they started, got an
-/// answer). Merge: summed at the wall-clock-aligned bin.
+/// answer), plus replies and errors by the time they happened. Merge:
+/// summed at the wall-clock-aligned bin.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimelineBin {
     /// Start of the bin, ms from the start of the run.
@@ -487,6 +488,14 @@ pub struct TimelineBin {
     pub replied: u64,
     /// Those that ended in an error.
     pub errors: u64,
+    /// Replies (1xx..5xx) received during the bin, on any connection (by
+    /// event time: what a closed loop's long-lived connections show); 0 in
+    /// older files.
+    #[serde(default)]
+    pub replies_at: u64,
+    /// Errors that occurred during the bin (by event time); 0 in older files.
+    #[serde(default)]
+    pub errors_at: u64,
 }
 
 impl TimelineBin {
@@ -495,6 +504,8 @@ impl TimelineBin {
         self.started = self.started.saturating_add(o.started);
         self.replied = self.replied.saturating_add(o.replied);
         self.errors = self.errors.saturating_add(o.errors);
+        self.replies_at = self.replies_at.saturating_add(o.replies_at);
+        self.errors_at = self.errors_at.saturating_add(o.errors_at);
     }
 }
 

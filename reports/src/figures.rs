@@ -240,25 +240,37 @@ fn tick(v: f64, y_max: f64) -> String {
     }
 }
 
+/// Maps a plotters error to [`FigureError::Draw`] of the figure titled `title`.
+pub(crate) fn draw_error(title: &str) -> impl Fn(&dyn std::fmt::Display) -> FigureError + '_ {
+    move |e| FigureError::Draw {
+        figure: title.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Every figure's frame: a white background, the bold title and the
+/// subtitle; returns the area left for the chart.
+pub(crate) fn titled_body<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    subtitle: &str,
+) -> Result<DrawingArea<DB, Shift>, FigureError> {
+    let err = draw_error(title);
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let body = root
+        .titled(title, ("sans-serif", 22).into_font().style(FontStyle::Bold))
+        .map_err(|e| err(&e))?;
+    body.titled(subtitle, ("sans-serif", 15))
+        .map_err(|e| err(&e))
+}
+
 /// Draw `data` on `root` (any plotters backend).
 pub fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     data: &FigureData,
 ) -> Result<(), FigureError> {
-    let err = |e: &dyn std::fmt::Display| FigureError::Draw {
-        figure: data.title.clone(),
-        message: e.to_string(),
-    };
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let body = root
-        .titled(
-            &data.title,
-            ("sans-serif", 22).into_font().style(FontStyle::Bold),
-        )
-        .map_err(|e| err(&e))?;
-    let body = body
-        .titled(&data.subtitle, ("sans-serif", 15))
-        .map_err(|e| err(&e))?;
+    let err = draw_error(&data.title);
+    let body = titled_body(root, &data.title, &data.subtitle)?;
     if data.series.is_empty() {
         let (w, h) = body.dim_in_pixel();
         let style = TextStyle::from(("sans-serif", 20)).pos(text_anchor::Pos::new(
@@ -333,17 +345,32 @@ fn draw_series<DB: DrawingBackend>(
 
 /// The figure as an SVG document.
 pub fn svg(data: &FigureData) -> Result<String, FigureError> {
-    ensure_font()?;
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(&root, data)?;
-    }
-    Ok(out)
+    svg_with(|root| draw(root, data))
 }
 
 /// The figure as a PNG file's bytes.
 pub fn png(data: &FigureData) -> Result<Vec<u8>, FigureError> {
+    png_with(&data.title, |root| draw(root, data))
+}
+
+/// An SVG document of [`WIDTH`] x [`HEIGHT`] drawn by `paint` (every figure of the crate).
+pub(crate) fn svg_with(
+    paint: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), FigureError>,
+) -> Result<String, FigureError> {
+    ensure_font()?;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        paint(&root)?;
+    }
+    Ok(out)
+}
+
+/// A PNG file's bytes of [`WIDTH`] x [`HEIGHT`] drawn by `paint`; `title` names it in errors.
+pub(crate) fn png_with(
+    title: &str,
+    paint: impl FnOnce(&DrawingArea<GlyphFix<BitMapBackend<'_>>, Shift>) -> Result<(), FigureError>,
+) -> Result<Vec<u8>, FigureError> {
     ensure_font()?;
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
@@ -351,10 +378,10 @@ pub fn png(data: &FigureData) -> Result<Vec<u8>, FigureError> {
         let root = GlyphFix::new(bitmap)
             .ok_or(FigureError::Font)?
             .into_drawing_area();
-        draw(&root, data)?;
+        paint(&root)?;
     }
     let perr = |e: png::EncodingError| FigureError::Png {
-        figure: data.title.clone(),
+        figure: title.to_string(),
         message: e.to_string(),
     };
     let mut out = Vec::new();

@@ -13,6 +13,7 @@
 //! - [`render`]: writes all of the above into a result directory, atomically (I/O).
 //! - [`compare`]: the noise-aware regression rule of `reports compare`.
 //! - [`time`]: UTC dates and durations for the report.
+//! - [`timeline`]: the timeline figure of a `harness run` with faults (SVG and PNG).
 
 pub mod compare;
 pub mod csv;
@@ -24,5 +25,6 @@ pub mod render;
 pub mod report;
 pub mod stats;
 pub mod time;
+pub mod timeline;
 
 pub use render::{render, render_into};

@@ -70,16 +70,23 @@ pub fn render_into(r: &Reproduction, dir: &Path) -> Result<Vec<PathBuf>, RenderE
         "REPORT.md".into(),
         report::report_md(r, &stats).into_bytes(),
     ));
+    write_files(dir, files).map_err(|(path, source)| RenderError::Write { path, source })
+}
+
+/// Writes each (name, bytes) into `dir` atomically, in order; returns their
+/// paths, or the first file that failed and why.
+pub(crate) fn write_files(
+    dir: &Path,
+    files: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
     files
         .into_iter()
         .map(|(name, bytes)| {
             let path = dir.join(name);
-            loadgen::json_out::write_bytes_atomic(&bytes, &path)
-                .map_err(|source| RenderError::Write {
-                    path: path.clone(),
-                    source,
-                })
-                .map(|()| path)
+            match loadgen::json_out::write_bytes_atomic(&bytes, &path) {
+                Ok(()) => Ok(path),
+                Err(e) => Err((path, e)),
+            }
         })
         .collect()
 }

@@ -3,6 +3,8 @@
 //!
 //! * [`sys`]: the system calls std and pnet lack (all `unsafe` is here).
 //! * [`packet`]: one interface's pnet channel over our own AF_PACKET socket.
+//! * [`early_drop`]: the tcx ingress program that spares the node's kernel
+//!   the frames the balancer handles (pure encoding; loaded via `sys`).
 //! * [`batch`]: recvmmsg/sendmmsg slots and send queues, and the pure
 //!   retry/drop policy for a partial batched send.
 //! * [`arp`]: real-server MAC resolution state (pure).
@@ -15,6 +17,7 @@
 pub mod arp;
 pub mod batch;
 pub mod control;
+pub mod early_drop;
 pub mod health;
 pub mod heartbeat;
 pub mod packet;

@@ -57,6 +57,8 @@ pub struct PortOptions {
     pub sndbuf: u32,
     /// Promiscuous mode.
     pub promisc: bool,
+    /// Send past the interface's qdisc (PACKET_QDISC_BYPASS).
+    pub qdisc_bypass: bool,
 }
 
 /// A bound interface: pnet receiver and sender plus what the loop needs.
@@ -135,12 +137,13 @@ impl Port {
         if !iface.is_up() {
             eprintln!("balancer: warning: {role} interface '{name}' is down");
         }
-        let (sock, rcvbuf, _) = sys::packet_socket(o.rcvbuf, o.sndbuf).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open AF_PACKET socket on '{name}' ({role}): {e}{}",
-                hint(&e)
-            )
-        })?;
+        let (sock, rcvbuf, _) =
+            sys::packet_socket(o.rcvbuf, o.sndbuf, o.qdisc_bypass).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open AF_PACKET socket on '{name}' ({role}): {e}{}",
+                    hint(&e)
+                )
+            })?;
         let fd = sock.as_raw_fd();
         if !o.promisc {
             sys::packet_allmulti(fd, iface.index)

@@ -44,6 +44,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +63,7 @@ use balancer::wire::{arp_request, parse_arp, ETHERTYPE_ARP};
 use super::arp::Resolver;
 use super::batch::{drain, next_want, Batch, Flushed, TxDrops, MAX_BATCH};
 use super::control::{self, Command, Request};
+use super::early_drop::{self, Rule};
 use super::health::{self as checker, CheckResult};
 use super::heartbeat::HeartbeatSocket;
 use super::packet::{find_interface, wait_writable, IoMode, Port, PortOptions, Recv};
@@ -86,6 +88,8 @@ pub struct RunOptions {
     pub batch: usize,
     /// The cluster key's bytes (required when the configuration lists peers).
     pub cluster_key: Option<Vec<u8>>,
+    /// Drop the handled frames at tc ingress (see [`super::early_drop`]).
+    pub early_drop: bool,
 }
 
 /// Unix time in milliseconds (heartbeat epochs and freshness).
@@ -187,6 +191,10 @@ struct Loop {
     checks: Option<Checks>,
     /// Withdrawn by the operator (`POST /drain`).
     drained: bool,
+    /// The tcx links of the early drop: attached while they are open.
+    _early_drop: Vec<OwnedFd>,
+    /// What the early drop does, per interface (for `/stats`).
+    early_drop: String,
 }
 
 fn open_tun(name: &str, vip: Ipv4Addr) -> anyhow::Result<File> {
@@ -229,6 +237,11 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
     find_interface(&cfg.back_interface, "back")?;
     let front = Port::open("front", &cfg.front_interface, &o.port)?;
     let back = Port::open("back", &cfg.back_interface, &o.port)?;
+    let (early_links, early_drop) = if o.early_drop {
+        attach_early_drop(&cfg)?
+    } else {
+        (Vec::new(), "off".to_string())
+    };
     let tun = if cfg.bi_active {
         Some(open_tun(&o.tun, *cfg.vip.ip())?)
     } else {
@@ -320,10 +333,55 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         checks,
         drained: false,
         tables,
+        _early_drop: early_links,
+        early_drop,
     };
     l.run()?;
     l.summary();
     Ok(())
+}
+
+/// Attaches the early drop to front (frames to the VIP) and back (TCP/ICMP
+/// not to back's own addresses). A kernel without tcx or a process without
+/// CAP_BPF only costs CPU: a warning, and the balancer runs without it.
+fn attach_early_drop(cfg: &Config) -> anyhow::Result<(Vec<OwnedFd>, String)> {
+    let front = find_interface(&cfg.front_interface, "front")?;
+    let back = find_interface(&cfg.back_interface, "back")?;
+    let own: Vec<Ipv4Addr> = back
+        .ips
+        .iter()
+        .filter_map(|n| match n.ip() {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect();
+    let mut links = Vec::new();
+    let mut said = Vec::new();
+    for (role, iface, rule) in [
+        ("front", &front, Rule::To(vec![*cfg.vip.ip()])),
+        ("back", &back, Rule::TcpIcmpNotTo(own)),
+    ] {
+        let what = early_drop::describe(&rule);
+        let attached = sys::bpf_load_tc(&early_drop::encode(&early_drop::program(&rule)), role)
+            .and_then(|prog| sys::bpf_tcx_attach(prog.as_raw_fd(), iface.index));
+        match attached {
+            Ok(link) => {
+                links.push(link);
+                said.push(format!("{role}: tcx ingress drops {what}"));
+            }
+            Err(e) => {
+                eprintln!(
+                    "balancer: warning: no early drop on {role} '{}' ({e}); its kernel carries the \\
+                     balancer's frames to its own drop (more CPU per frame)",
+                    iface.name
+                );
+                said.push(format!("{role}: off ({e})"));
+            }
+        }
+    }
+    let line = said.join("; ");
+    eprintln!("balancer: early drop: {line}");
+    Ok((links, line))
 }
 
 /// Starts the health checker when checks are on: the local server (with
@@ -1045,6 +1103,7 @@ impl Loop {
             arp_requests: io.arp_requests,
             arp_seen: io.arp_seen,
             unresolved: self.resolver.unresolved(),
+            early_drop: self.early_drop.clone(),
         }
     }
 

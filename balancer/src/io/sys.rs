@@ -56,8 +56,14 @@ fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Resul
 /// An unbound AF_PACKET raw socket (protocol 0: it receives nothing until
 /// pnet binds it to one interface with ETH_P_ALL), with its buffers sized
 /// and PACKET_IGNORE_OUTGOING set so the balancer never reads the frames it
-/// sends itself. Returns the socket and the effective (rcvbuf, sndbuf).
-pub fn packet_socket(rcvbuf: u32, sndbuf: u32) -> io::Result<(OwnedFd, u32, u32)> {
+/// sends itself. With `qdisc_bypass`, frames sent go straight to the driver
+/// (PACKET_QDISC_BYPASS), skipping the interface's queueing discipline.
+/// Returns the socket and the effective (rcvbuf, sndbuf).
+pub fn packet_socket(
+    rcvbuf: u32,
+    sndbuf: u32,
+    qdisc_bypass: bool,
+) -> io::Result<(OwnedFd, u32, u32)> {
     // SAFETY: plain socket(2) call; the result is checked before use.
     let fd = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
@@ -74,6 +80,9 @@ pub fn packet_socket(rcvbuf: u32, sndbuf: u32) -> io::Result<(OwnedFd, u32, u32)
         }
     }
     setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
+    if qdisc_bypass {
+        setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
+    }
     // The kernel reports twice the requested value (bookkeeping overhead).
     let r = getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF)? as u32 / 2;
     let s = getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF)? as u32 / 2;
@@ -452,6 +461,127 @@ pub fn send_frames(
         return Err(io::Error::last_os_error());
     }
     Ok((r as usize).min(n))
+}
+
+/// `union bpf_attr`, zero-filled (the kernel refuses non-zero bytes past
+/// the fields it knows), written field by field at the uapi offsets.
+#[repr(C, align(8))]
+struct BpfAttr([u8; 128]);
+
+impl BpfAttr {
+    fn new() -> Self {
+        BpfAttr([0; 128])
+    }
+    fn u32(&mut self, off: usize, v: u32) -> &mut Self {
+        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn u64(&mut self, off: usize, v: u64) -> &mut Self {
+        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    #[cfg(test)]
+    fn read_u32(&self, off: usize) -> u32 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&self.0[off..off + 4]);
+        u32::from_ne_bytes(b)
+    }
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+#[cfg(test)]
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+const BPF_TCX_INGRESS: u32 = 46;
+
+/// bpf(2); returns the new descriptor (or 0 for commands that make none).
+fn bpf(cmd: libc::c_long, attr: &mut BpfAttr) -> io::Result<libc::c_int> {
+    // SAFETY: `attr` is a valid, initialised 128-byte bpf_attr that lives
+    // across the call; every pointer stored in it was set by the caller to
+    // a buffer that also outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.0.as_mut_ptr(),
+            std::mem::size_of::<BpfAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as libc::c_int)
+    }
+}
+
+/// Loads a tc (sched_cls) program given as encoded instructions; on a
+/// verifier refusal the error carries the verifier's last lines.
+pub fn bpf_load_tc(insns: &[u8], name: &str) -> io::Result<OwnedFd> {
+    static LICENSE: &[u8] = b"MIT\0";
+    let mut log = vec![0u8; 16 * 1024];
+    let mut pname = [0u8; 16];
+    for (d, s) in pname.iter_mut().zip(name.bytes().take(15)) {
+        *d = s;
+    }
+    let mut a = BpfAttr::new();
+    a.u32(0, BPF_PROG_TYPE_SCHED_CLS)
+        .u32(4, (insns.len() / 8) as u32)
+        .u64(8, insns.as_ptr() as u64)
+        .u64(16, LICENSE.as_ptr() as u64)
+        .u32(24, 1)
+        .u32(28, log.len() as u32)
+        .u64(32, log.as_mut_ptr() as u64)
+        .u32(68, BPF_TCX_INGRESS);
+    a.0[48..64].copy_from_slice(&pname);
+    match bpf(BPF_PROG_LOAD, &mut a) {
+        // SAFETY: a fresh descriptor that nothing else owns.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(e) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            if tail.is_empty() {
+                Err(e)
+            } else {
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("{e}; verifier: {}", tail.join(" | ")),
+                ))
+            }
+        }
+    }
+}
+
+/// Attaches a loaded tc program to `ifindex`'s ingress (tcx) through a BPF
+/// link: the program stays attached exactly as long as the returned
+/// descriptor is open (this process's lifetime at most).
+pub fn bpf_tcx_attach(prog: RawFd, ifindex: u32) -> io::Result<OwnedFd> {
+    let mut a = BpfAttr::new();
+    a.u32(0, prog as u32)
+        .u32(4, ifindex)
+        .u32(8, BPF_TCX_INGRESS);
+    let fd = bpf(BPF_LINK_CREATE, &mut a)?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Runs a loaded tc program once over `frame` in the kernel
+/// (BPF_PROG_TEST_RUN) and returns its verdict: what tests check the
+/// program's behaviour with.
+#[cfg(test)]
+pub fn bpf_test_run(prog: RawFd, frame: &[u8]) -> io::Result<i32> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut a = BpfAttr::new();
+    a.u32(0, prog as u32)
+        .u32(8, frame.len() as u32)
+        .u32(12, out.len() as u32)
+        .u64(16, frame.as_ptr() as u64)
+        .u64(24, out.as_mut_ptr() as u64)
+        .u32(32, 1);
+    bpf(BPF_PROG_TEST_RUN, &mut a)?;
+    Ok(a.read_u32(4) as i32)
 }
 
 #[cfg(test)]
