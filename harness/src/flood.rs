@@ -853,17 +853,17 @@ pub struct FloodRecord {
     pub schema: String,
     /// What was asked.
     pub spec: FloodSpec,
-    /// Topology and profile names.
+    /// Topology name.
     pub topology: String,
     /// Profile name.
     pub profile: String,
-    /// Where the floods came from (node) and the spoofed source range.
+    /// The node the floods came from.
     pub flood_node: String,
-    /// Spoofed sources: first, last and how many.
+    /// The spoofed sources: how many, of which subnet.
     pub spoofed: String,
     /// Tool versions, commit, kernel.
     pub versions: Versions,
-    /// Wall clock at start and end.
+    /// Wall clock at the start, ms since the epoch.
     pub started_unix_ms: u64,
     /// Wall clock at the end.
     pub finished_unix_ms: u64,
