@@ -35,7 +35,10 @@
 //! per-request client's TIME_WAIT entries (120 s) behind the flood's
 //! SYN_RECV entries (60 s), so under a long SYN flood finished flows kept
 //! their slots and live handshakes were evicted within a fraction of a
-//! second (`harness flood`). If every entry is ESTABLISHED the new flow is
+//! second (`harness flood`). Ahead of all tiers goes a half-open entry
+//! idle for [`STALE_HALF_OPEN`] (a live client retransmits its SYN sooner):
+//! after a flood, its dead handshakes make room before finished flows do.
+//! If every entry is ESTABLISHED the new flow is
 //! refused ([`TableFull`]) instead: live connections are never broken to
 //! admit new ones; the client's SYN retransmission retries.
 //!
@@ -227,6 +230,10 @@ pub const EVICTION_TIERS: [&[TcpState]; 3] = [
     ],
     &[TcpState::FinWait, TcpState::CloseWait, TcpState::LastAck],
 ];
+
+/// A SYN_RECV entry this long without a packet is taken for a dead
+/// handshake and evicted first (Linux retransmits a SYN after 1, 2 and 4 s).
+pub const STALE_HALF_OPEN: Duration = Duration::from_secs(5);
 
 /// Per-state timeouts in seconds (LVS `tcp_timeouts` by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -718,9 +725,20 @@ impl Conntrack {
         true
     }
 
-    /// The eviction victim: in the first tier of [`EVICTION_TIERS`] that has
-    /// an entry, the one closest to expiry.
-    fn victim(&self) -> Option<u32> {
+    /// The eviction victim: the oldest half-open entry if it is stale
+    /// ([`STALE_HALF_OPEN`] without a packet at `now_ms`), else in the first
+    /// tier of [`EVICTION_TIERS`] that has an entry, the one closest to expiry.
+    fn victim(&self, now_ms: u64) -> Option<u32> {
+        let oldest = self.lists[TcpState::SynRecv as usize].head;
+        if oldest != NIL {
+            let timeout = ms(self.timeouts.of(TcpState::SynRecv));
+            let last_packet = self.slots[oldest as usize]
+                .expires_ms
+                .saturating_sub(timeout);
+            if now_ms.saturating_sub(last_packet) >= ms(STALE_HALF_OPEN) {
+                return Some(oldest);
+            }
+        }
         EVICTION_TIERS.iter().find_map(|tier| {
             tier.iter()
                 .map(|s| self.lists[*s as usize].head)
@@ -738,7 +756,7 @@ impl Conntrack {
             self.remove(old);
         }
         if self.len >= self.capacity {
-            match self.victim() {
+            match self.victim(now_ms) {
                 Some(v) => {
                     self.free_slot(v);
                     self.counters.evicted += 1;
@@ -1068,6 +1086,41 @@ mod tests {
         syn(&mut ct);
         assert!(ct.lookup(&key(100)).is_none());
         assert_eq!(ct.counters().evicted, 6);
+    }
+
+    /// After a flood: its stale half-open entries go before finished flows,
+    /// a fresh one does not.
+    #[test]
+    fn stale_half_open_entries_go_first() {
+        use Direction::*;
+        let mut ct = Conntrack::new(4, Timeouts::default(), 2).unwrap();
+        let syn = |ct: &mut Conntrack, i: u32, t: u64| {
+            let id = ct.insert(secs(t), conn(i, Method::Nat)).unwrap();
+            ct.update(id, secs(t), Input, SYN);
+        };
+        syn(&mut ct, 0, 0);
+        for i in 1..3 {
+            let id = ct.insert(secs(0), conn(i, Method::Nat)).unwrap();
+            for (dir, f) in [
+                (Input, SYN),
+                (Output, SYN_ACK),
+                (Input, ACK),
+                (Output, FIN_ACK),
+                (Input, FIN_ACK),
+            ] {
+                ct.update(id, secs(0), dir, f);
+            }
+        }
+        syn(&mut ct, 3, 4);
+        // At 4 s flow 0 is not stale yet: a finished flow goes.
+        syn(&mut ct, 4, 4);
+        assert!(ct.lookup(&key(0)).is_some());
+        assert_eq!(ct.lookup(&key(1)), None);
+        // At 5 s it is: it goes before the other finished flow.
+        syn(&mut ct, 5, 5);
+        assert_eq!(ct.lookup(&key(0)), None);
+        assert!(ct.lookup(&key(2)).is_some());
+        assert_eq!(ct.counters().evicted, 2);
     }
 
     #[test]
