@@ -50,6 +50,10 @@ run *ARGS: deps build
 bench-balancer *ARGS: deps build
     ./target/release/harness bench-balancer {{ARGS}}
 
+# Hostile load (root): a no-flood baseline, then SYN, non-SYN and malformed floods at the VIP while legit clients run at a fixed rate; table size, legit replies and errors, RSS, input-check counters. ARGS: --flood, --seconds, --rate, --table-size, --syn-recv-timeout, --flood-pps, --strict.
+flood *ARGS: deps build
+    ./target/release/harness flood {{ARGS}}
+
 # The paper's Table I matrix with rate sweeps, Figures 4-7, REPORT.md (root). ARGS: --quick, --configs, --rates, --repeat, --duration, --generator, --out-dir, --resume.
 reproduce *ARGS: deps build
     ./target/release/harness reproduce {{ARGS}}

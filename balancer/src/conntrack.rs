@@ -25,12 +25,22 @@
 //!
 //! **Bound and eviction**: the table never holds more than `capacity`
 //! entries (all memory is reserved up front, so there is no rehash pause on
-//! the packet path). When full, a new flow evicts the entry closest to
-//! expiry among the *non-established* states (half-open SYN_RECV, closing
-//! and closed flows: what a SYN flood fills the table with, and what costs
-//! at most a retransmission to lose). If every entry is ESTABLISHED the new
-//! flow is refused ([`TableFull`]) instead: live connections are never
-//! broken to admit new ones; the client's SYN retransmission retries.
+//! the packet path). When full, a new flow evicts a *non-established*
+//! entry, by tiers ([`EVICTION_TIERS`]), and within a tier the one closest
+//! to expiry: first finished flows (TIME_WAIT, CLOSE: losing one costs at
+//! most a stray retransmission), then half-open ones (SYN_RECV and the
+//! other handshake states: what a SYN flood fills the table with, oldest
+//! first), last flows still closing (FIN_WAIT, CLOSE_WAIT, LAST_ACK: data
+//! may still be on its way). Closest-to-expiry alone ranked a connection-
+//! per-request client's TIME_WAIT entries (120 s) behind the flood's
+//! SYN_RECV entries (60 s), so under a long SYN flood finished flows kept
+//! their slots and live handshakes were evicted within a fraction of a
+//! second (`harness flood`). Ahead of all tiers goes a half-open entry
+//! idle for [`STALE_HALF_OPEN`] (a live client retransmits its SYN sooner):
+//! after a flood, its dead handshakes make room before finished flows do.
+//! If every entry is ESTABLISHED the new flow is
+//! refused ([`TableFull`]) instead: live connections are never broken to
+//! admit new ones; the client's SYN retransmission retries.
 //!
 //! **Memory per entry**: `size_of::<Slot>()` = 48 bytes in the slab, plus
 //! the forward index `HashMap<u64, u32>` (16 bytes + 1 control byte per
@@ -206,6 +216,24 @@ pub fn next_state(state: TcpState, dir: Direction, flags: TcpFlags) -> TcpState 
     };
     TRANSITIONS[d][f][state as usize]
 }
+
+/// The states a full table evicts from, cheapest loss first (see the
+/// module doc); ESTABLISHED is in none of them.
+pub const EVICTION_TIERS: [&[TcpState]; 3] = [
+    &[TcpState::TimeWait, TcpState::Close],
+    &[
+        TcpState::None,
+        TcpState::SynRecv,
+        TcpState::SynSent,
+        TcpState::SynAck,
+        TcpState::Listen,
+    ],
+    &[TcpState::FinWait, TcpState::CloseWait, TcpState::LastAck],
+];
+
+/// A SYN_RECV entry this long without a packet is taken for a dead
+/// handshake and evicted first (Linux retransmits a SYN after 1, 2 and 4 s).
+pub const STALE_HALF_OPEN: Duration = Duration::from_secs(5);
 
 /// Per-state timeouts in seconds (LVS `tcp_timeouts` by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -697,14 +725,26 @@ impl Conntrack {
         true
     }
 
-    /// The non-established entry closest to expiry, the eviction victim.
-    fn victim(&self) -> Option<u32> {
-        TcpState::ALL
-            .iter()
-            .filter(|s| **s != TcpState::Established)
-            .map(|s| self.lists[*s as usize].head)
-            .filter(|&h| h != NIL)
-            .min_by_key(|&h| self.slots[h as usize].expires_ms)
+    /// The eviction victim: the oldest half-open entry if it is stale
+    /// ([`STALE_HALF_OPEN`] without a packet at `now_ms`), else in the first
+    /// tier of [`EVICTION_TIERS`] that has an entry, the one closest to expiry.
+    fn victim(&self, now_ms: u64) -> Option<u32> {
+        let oldest = self.lists[TcpState::SynRecv as usize].head;
+        if oldest != NIL {
+            let timeout = ms(self.timeouts.of(TcpState::SynRecv));
+            let last_packet = self.slots[oldest as usize]
+                .expires_ms
+                .saturating_sub(timeout);
+            if now_ms.saturating_sub(last_packet) >= ms(STALE_HALF_OPEN) {
+                return Some(oldest);
+            }
+        }
+        EVICTION_TIERS.iter().find_map(|tier| {
+            tier.iter()
+                .map(|s| self.lists[*s as usize].head)
+                .filter(|&h| h != NIL)
+                .min_by_key(|&h| self.slots[h as usize].expires_ms)
+        })
     }
 
     /// Admits a new flow in state NONE, evicting per the module policy when
@@ -716,7 +756,7 @@ impl Conntrack {
             self.remove(old);
         }
         if self.len >= self.capacity {
-            match self.victim() {
+            match self.victim(now_ms) {
                 Some(v) => {
                     self.free_slot(v);
                     self.counters.evicted += 1;
@@ -984,6 +1024,103 @@ mod tests {
         }
         assert_eq!(ct.expire(secs(5), 20), 20);
         assert_eq!(ct.expire(secs(5), 100), 30);
+    }
+
+    #[test]
+    fn eviction_tiers_cover_every_state_but_established_once() {
+        let mut seen: Vec<TcpState> = EVICTION_TIERS
+            .iter()
+            .flat_map(|t| t.iter().copied())
+            .collect();
+        seen.sort_by_key(|s| *s as u8);
+        let want: Vec<TcpState> = TcpState::ALL
+            .iter()
+            .copied()
+            .filter(|s| *s != TcpState::Established)
+            .collect();
+        assert_eq!(seen, want);
+    }
+
+    /// A SYN flood into a table holding finished flows: the finished flows
+    /// go first, a live handshake keeps its slot (closest-to-expiry alone
+    /// evicted it first: SYN_RECV's 60 s is shorter than TIME_WAIT's 120 s).
+    #[test]
+    fn syn_flood_evicts_finished_flows_before_a_live_handshake() {
+        use Direction::*;
+        let mut ct = Conntrack::new(10, Timeouts::default(), 2).unwrap();
+        // Five finished flows (server closed first: FIN_WAIT, then TIME_WAIT).
+        for i in 0..5 {
+            let id = ct.insert(secs(0), conn(i, Method::Nat)).unwrap();
+            for (dir, f) in [
+                (Input, SYN),
+                (Output, SYN_ACK),
+                (Input, ACK),
+                (Output, FIN_ACK),
+                (Input, FIN_ACK),
+            ] {
+                ct.update(id, secs(0), dir, f);
+            }
+            assert_eq!(ct.get(id).unwrap().state, TcpState::TimeWait);
+        }
+        // A live handshake, then the flood fills the table.
+        let live = ct.insert(secs(1), conn(100, Method::Nat)).unwrap();
+        ct.update(live, secs(1), Input, SYN);
+        ct.update(live, secs(1), Output, SYN_ACK);
+        let mut flood = 1000;
+        let mut syn = |ct: &mut Conntrack| {
+            let id = ct.insert(secs(2), conn(flood, Method::Nat)).unwrap();
+            ct.update(id, secs(2), Input, SYN);
+            flood += 1;
+        };
+        for _ in 0..4 {
+            syn(&mut ct);
+        }
+        assert_eq!(ct.len(), 10);
+        // Five more flood SYNs: the finished flows make room, the handshake stays.
+        for _ in 0..5 {
+            syn(&mut ct);
+        }
+        assert!((0..5).all(|i| ct.lookup(&key(i)).is_none()));
+        assert_eq!(ct.get(live).unwrap().state, TcpState::SynRecv);
+        // Then half-open entries go, oldest first: the live one (the oldest).
+        syn(&mut ct);
+        assert!(ct.lookup(&key(100)).is_none());
+        assert_eq!(ct.counters().evicted, 6);
+    }
+
+    /// After a flood: its stale half-open entries go before finished flows,
+    /// a fresh one does not.
+    #[test]
+    fn stale_half_open_entries_go_first() {
+        use Direction::*;
+        let mut ct = Conntrack::new(4, Timeouts::default(), 2).unwrap();
+        let syn = |ct: &mut Conntrack, i: u32, t: u64| {
+            let id = ct.insert(secs(t), conn(i, Method::Nat)).unwrap();
+            ct.update(id, secs(t), Input, SYN);
+        };
+        syn(&mut ct, 0, 0);
+        for i in 1..3 {
+            let id = ct.insert(secs(0), conn(i, Method::Nat)).unwrap();
+            for (dir, f) in [
+                (Input, SYN),
+                (Output, SYN_ACK),
+                (Input, ACK),
+                (Output, FIN_ACK),
+                (Input, FIN_ACK),
+            ] {
+                ct.update(id, secs(0), dir, f);
+            }
+        }
+        syn(&mut ct, 3, 4);
+        // At 4 s flow 0 is not stale yet: a finished flow goes.
+        syn(&mut ct, 4, 4);
+        assert!(ct.lookup(&key(0)).is_some());
+        assert_eq!(ct.lookup(&key(1)), None);
+        // At 5 s it is: it goes before the other finished flow.
+        syn(&mut ct, 5, 5);
+        assert_eq!(ct.lookup(&key(0)), None);
+        assert!(ct.lookup(&key(2)).is_some());
+        assert_eq!(ct.counters().evicted, 2);
     }
 
     #[test]

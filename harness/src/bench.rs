@@ -330,7 +330,7 @@ pub struct NsCmd {
     pub why: String,
 }
 
-fn cmd(node: &str, argv: &[&str], why: impl Into<String>) -> NsCmd {
+pub(crate) fn cmd(node: &str, argv: &[&str], why: impl Into<String>) -> NsCmd {
     NsCmd {
         node: node.into(),
         argv: argv.iter().map(|s| s.to_string()).collect(),

@@ -344,23 +344,6 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn run_cmds(&self, cmds: &[NsCmd]) -> Result<(), RunError> {
-        for c in cmds {
-            let o = self.tb.output(&c.node, &c.argv)?;
-            if !o.status.success() {
-                return Err(RunError::Process {
-                    what: format!("`{}` in {} ({})", c.argv.join(" "), c.node, c.why),
-                    detail: format!(
-                        "{}: {}",
-                        describe_exit(o.status),
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                });
-            }
-        }
-        Ok(())
-    }
-
     fn snapshot(&mut self, pid: Option<(u32, &str)>) -> Result<Snapshot, RunError> {
         let o = Command::new("ip")
             .args([
@@ -463,7 +446,11 @@ impl<'a> Ctx<'a> {
         let rs = [self.rs.clone()];
         start_servers(site, &rs, threads, self.rs_work_us, &mut procs)?;
         // Switch the testbed to the target; the guard undoes it.
-        let _switch = Switch::apply(self, t)?;
+        let _switch = Undo::apply(
+            self.tb,
+            &setup_steps(t, &l, &self.lb_front_mac, &self.nft_file),
+            teardown_steps(t, &l),
+        )?;
         let fwd: Option<(usize, &str)> = match t {
             Target::Balancer | Target::LateDrop => {
                 let lbs = [self.lb.clone()];
@@ -550,30 +537,29 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// The testbed switched to a target; dropping it runs the target's
-/// teardown commands (each one, best effort; failures are reported).
-struct Switch<'a> {
+/// Namespace commands applied to the testbed; dropping the guard runs
+/// their undo commands (each one, best effort; failures are reported), so
+/// a temporary switch is undone on every path out (error, Ctrl-C).
+pub(crate) struct Undo<'a> {
     tb: &'a Testbed,
     undo: Vec<NsCmd>,
 }
 
-impl<'a> Switch<'a> {
-    fn apply(ctx: &Ctx<'a>, t: Target) -> Result<Switch<'a>, RunError> {
-        let guard = Switch {
-            tb: ctx.tb,
-            undo: teardown_steps(t, &ctx.layout),
-        };
-        ctx.run_cmds(&setup_steps(
-            t,
-            &ctx.layout,
-            &ctx.lb_front_mac,
-            &ctx.nft_file,
-        ))?;
+impl<'a> Undo<'a> {
+    /// Runs `setup` in order (the first failure is the error) and returns
+    /// the guard that runs `undo` when dropped (also after a failed setup).
+    pub(crate) fn apply(
+        tb: &'a Testbed,
+        setup: &[NsCmd],
+        undo: Vec<NsCmd>,
+    ) -> Result<Undo<'a>, RunError> {
+        let guard = Undo { tb, undo };
+        run_ns_cmds(tb, setup)?;
         Ok(guard)
     }
 }
 
-impl Drop for Switch<'_> {
+impl Drop for Undo<'_> {
     fn drop(&mut self) {
         for c in &self.undo {
             match self.tb.output(&c.node, &c.argv) {
@@ -588,6 +574,24 @@ impl Drop for Switch<'_> {
             }
         }
     }
+}
+
+/// Runs each command in its node; the first failure is the error.
+fn run_ns_cmds(tb: &Testbed, cmds: &[NsCmd]) -> Result<(), RunError> {
+    for c in cmds {
+        let o = tb.output(&c.node, &c.argv)?;
+        if !o.status.success() {
+            return Err(RunError::Process {
+                what: format!("`{}` in {} ({})", c.argv.join(" "), c.node, c.why),
+                detail: format!(
+                    "{}: {}",
+                    describe_exit(o.status),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

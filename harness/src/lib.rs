@@ -43,6 +43,10 @@
 //!   loadgen or httperf), saves and re-renders after every point.
 //! - [`bench_run`]: runs `bench-balancer` (alternating targets, counters
 //!   around every run), always undoes every switch and tears down.
+//! - [`flood`]: `harness flood` as data: SYN, non-SYN and malformed flood
+//!   frames, spoofed sources, the flood leg's commands, figures, checks.
+//! - [`flood_run`]: runs `harness flood` (baseline, then each flood with
+//!   legitimate clients, table and RSS sampled) and the AF_PACKET sender.
 
 pub mod bench;
 pub mod bench_run;
@@ -53,6 +57,8 @@ pub mod exec;
 pub mod experiment;
 pub mod failover;
 pub mod fault;
+pub mod flood;
+pub mod flood_run;
 pub mod inject;
 pub mod net;
 pub mod nsnet;

@@ -181,6 +181,63 @@ Writes results/bench-balancer-<UTC time>/ (configs, logs, client results, table.
         #[arg(long)]
         strict: bool,
     },
+    /// Hostile load: a no-flood baseline, then a SYN flood, a flood of
+    /// non-SYN segments for unknown flows and a stream of malformed frames at
+    /// the VIP, each while legitimate clients run at a fixed rate; the
+    /// balancer's table occupancy and RSS are sampled throughout.
+    #[command(
+        long_about = "Hostile load against the balancer (1lb-1rs), measured against a no-flood baseline in the same run.\n\n\
+Floods come from the last client host through a temporary veth leg into the LB LAN (no address on it), sent to the \
+VIP's multicast MAC at the highest rate the sender reaches (sendmmsg on AF_PACKET) unless --flood-pps caps it: \
+`syn` (initial SYNs from random spoofed sources of the client LAN and random ports), `nonsyn` (ACK, PSH+ACK, FIN+ACK \
+of flows nobody opened), `malformed` (runts, truncated IPv4 headers, bad IHL/version/lengths/checksums/data offset, \
+fragments, IPv6 and VLAN ethertypes). Spoofed sources are client-LAN addresses no node holds: the balancer's answers \
+go back to the flood leg, whose kernel drops them. During each phase the other client hosts run loadgen at --rate; \
+/stats (conntrack_entries) and VmRSS of the balancer are sampled every 250 ms.\n\n\
+Checks per flood: table never above --table-size, legit reply rate at least 0.5 of the baseline's, RSS growth \
+at most the full table's memory + 16 MiB. Exit 0 whatever the verdict (1 with --strict when a check fails), 1 on errors, 2 on bad options, \
+130 on Ctrl-C. The flood leg and the testbed are always removed. Needs root and release binaries.",
+        after_help = "Example: harness flood --flood syn,nonsyn,malformed --seconds 10 --rate 500\n\
+Writes results/flood-<UTC time>/ (configs, logs, client results, stats/, table.txt, flood.json) unless --out-dir/--json say otherwise."
+    )]
+    Flood {
+        /// Floods to run after the baseline, comma-separated, in order.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = harness::flood::FloodKind::ALL)]
+        flood: Vec<harness::flood::FloodKind>,
+        /// Seconds of legitimate load per phase (the flood starts 1 s earlier).
+        #[arg(long, value_name = "S", default_value_t = 10.0)]
+        seconds: f64,
+        /// Legitimate connections per second, all legitimate clients together (open loop).
+        #[arg(long, value_name = "R", default_value_t = 500.0)]
+        rate: f64,
+        /// Cap on flood frames per second (0: as fast as the sender goes).
+        #[arg(long, value_name = "PPS", default_value_t = 0)]
+        flood_pps: u64,
+        /// The balancer's connection table capacity (table_size).
+        #[arg(long, value_name = "N", default_value_t = 65536)]
+        table_size: usize,
+        /// The balancer's SYN_RECV timeout, seconds.
+        #[arg(long, value_name = "S", default_value_t = balancer::conntrack::Timeouts::default().syn_recv)]
+        syn_recv_timeout: u32,
+        /// loadgen --timeout per operation, seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        timeout: f64,
+        /// Testbed profile: unconstrained, paper, or a .toml/.json file.
+        #[arg(long, default_value = "unconstrained")]
+        profile: String,
+        /// Write the JSON record here (default: OUT_DIR/flood.json).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Run directory [default: results/flood-<UTC time>].
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// Directory holding loadgen, realserver and balancer [default: the harness's own directory].
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        /// Exit 1 when a check fails.
+        #[arg(long)]
+        strict: bool,
+    },
     /// The paper's Table I matrix with rate sweeps: every configuration at
     /// every rate, repeated, interleaved; results.json, CSVs, Figures 4-7
     /// and REPORT.md in the result directory, updated after every point.
@@ -471,7 +528,8 @@ fn main() -> ExitCode {
         | Cmd::Demo { .. }
         | Cmd::BenchBalancer { .. }
         | Cmd::Reproduce { .. } => true,
-        Cmd::Status | Cmd::Timeline { .. } => false,
+        // `flood` checks its options first (exit 2 without root too), then privileges.
+        Cmd::Status | Cmd::Timeline { .. } | Cmd::Flood { .. } => false,
     };
     if needs_root && !is_privileged() {
         eprintln!("{NEED_ROOT}");
@@ -590,6 +648,70 @@ fn main() -> ExitCode {
                         .collect();
                     if strict && !failed.is_empty() {
                         eprintln!("harness: --strict: target(s) failed: {}", failed.join(", "));
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => run_failed(e),
+            }
+        }
+        Cmd::Flood {
+            flood,
+            seconds,
+            rate,
+            flood_pps,
+            table_size,
+            syn_recv_timeout,
+            timeout,
+            profile,
+            json,
+            out_dir,
+            bin_dir,
+            strict,
+        } => {
+            let spec = harness::flood::FloodSpec {
+                floods: flood,
+                seconds,
+                rate,
+                flood_pps,
+                table_size,
+                syn_recv_timeout_s: syn_recv_timeout,
+                timeout_s: timeout,
+            };
+            let bad = spec.validate().map_err(|e| e.to_string()).and_then(|_| {
+                Profile::load(&profile)
+                    .map(|_| ())
+                    .map_err(|e| format!("--profile {profile}: {e}"))
+            });
+            if let Err(e) = bad {
+                // Bad input: one line, exit 2, nothing started.
+                eprintln!("harness: {e}");
+                return ExitCode::from(2);
+            }
+            if !is_privileged() {
+                eprintln!("{NEED_ROOT}");
+                return ExitCode::from(1);
+            }
+            let opts = harness::flood_run::FloodOptions {
+                spec,
+                profile,
+                bin_dir: bin_dir.unwrap_or_else(runner::default_bin_dir),
+                out_dir: out_dir.unwrap_or_else(harness::flood_run::default_out_dir),
+                json,
+                verbose: cli.verbose,
+                state_dir: PathBuf::from(STATE_DIR),
+            };
+            match harness::flood_run::flood(&opts) {
+                Ok(rec) => {
+                    let failed: Vec<&str> = rec
+                        .checks
+                        .iter()
+                        .filter(|c| !c.pass)
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    if strict && !failed.is_empty() {
+                        eprintln!("harness: --strict: check(s) failed: {}", failed.join("; "));
                         ExitCode::from(1)
                     } else {
                         ExitCode::SUCCESS

@@ -1,0 +1,1158 @@
+//! `harness flood` as data (pure, no I/O): the three hostile floods, the
+//! frames they are made of, the pool of spoofed sources, the temporary
+//! flood leg's namespace commands, the per-phase figures, the summary table
+//! and the JSON record. `flood_run` does the I/O.
+//!
+//! Where the floods come from: a temporary veth leg from a client host
+//! (`client3` of `1lb-1rs`) into the LB LAN bridge, with no IPv4 address,
+//! so the client's kernel routes nothing through it. Frames go to the VIP's
+//! multicast MAC, as the router sends them, so the balancer sees what an
+//! attacker behind the router would make it see (the router's kernel gets
+//! a copy too and drops it: not `PACKET_HOST`). Sources are spoofed inside
+//! the client LAN, on addresses no node holds. What answers them: the
+//! balancer NATs each flood SYN to the real server, whose SYN-ACK comes
+//! back through the balancer and leaves `front` to the MAC the SYN came
+//! from, i.e. the flood leg, where the client's kernel (no address there,
+//! `ip_forward=0`) drops it. Nothing is routed, nothing loops, nothing
+//! leaves the testbed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use balancer::checksum::{ipv4_header_checksum, tcp_checksum};
+use balancer::counters::DropReason;
+use balancer::fuzzing::Rng;
+use balancer::wire::build::{syn_options, tcp_frame, FrameSpec};
+use balancer::wire::{MacAddr, TcpFlags, ETH_HEADER_LEN};
+use serde::{Deserialize, Serialize};
+
+use crate::bench::{cmd, NsCmd};
+use crate::experiment::{fmt_num, Versions};
+use crate::net::Ipv4Net;
+use crate::plan::OFFLOADS_OFF;
+use crate::topology::Topology;
+
+/// Schema identifier of the JSON record.
+pub const FLOOD_SCHEMA: &str = "harness-flood/1";
+/// Switch-side end of the flood leg (in the LB LAN bridge).
+pub const FLOOD_PORT: &str = "bal-flood-sw";
+/// The flooding host's end of the leg (no address on it).
+pub const FLOOD_IFACE: &str = "flood0";
+/// The largest frame a generator writes (a slot of the send batch).
+pub const MAX_FRAME: usize = 128;
+/// Payload bytes of the non-SYN flood's PSH segments.
+const PSH_PAYLOAD: usize = 48;
+const IP: usize = ETH_HEADER_LEN;
+const TCP: usize = IP + 20;
+
+/// One hostile flood.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FloodKind {
+    /// Initial SYNs from random spoofed sources and ports.
+    Syn,
+    /// ACK, PSH+ACK and FIN+ACK segments of flows nobody opened.
+    Nonsyn,
+    /// Frames each aimed at one input check ([`Malformation`]).
+    Malformed,
+}
+
+impl FloodKind {
+    /// All floods, in run order.
+    pub const ALL: [FloodKind; 3] = [FloodKind::Syn, FloodKind::Nonsyn, FloodKind::Malformed];
+
+    /// Name on the command line and in the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FloodKind::Syn => "syn",
+            FloodKind::Nonsyn => "nonsyn",
+            FloodKind::Malformed => "malformed",
+        }
+    }
+}
+
+/// One kind of malformed frame, aimed at one of the balancer's input checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformation {
+    /// An Ethernet header with the IPv4 ethertype and nothing after it
+    /// (shorter frames do not leave an AF_PACKET socket: EINVAL).
+    Runt,
+    /// The IPv4 header cut after 12 bytes.
+    TruncatedIp,
+    /// IHL 4 (a header shorter than its fixed part).
+    BadIhl,
+    /// Version 6 inside an IPv4 ethertype.
+    BadVersion,
+    /// Total length larger than the frame.
+    LongTotalLen,
+    /// Total length smaller than the header.
+    ShortTotalLen,
+    /// IPv4 header checksum off by one.
+    BadIpChecksum,
+    /// TCP checksum off by one.
+    BadTcpChecksum,
+    /// TCP data offset 2 (shorter than the fixed header).
+    BadDataOffset,
+    /// A first fragment (more-fragments set).
+    Fragment,
+    /// IPv6 ethertype.
+    Ipv6,
+    /// 802.1Q VLAN tag.
+    Vlan,
+}
+
+impl Malformation {
+    /// Every kind, in the order the malformed flood cycles through them.
+    pub const ALL: [Malformation; 12] = [
+        Malformation::Runt,
+        Malformation::TruncatedIp,
+        Malformation::BadIhl,
+        Malformation::BadVersion,
+        Malformation::LongTotalLen,
+        Malformation::ShortTotalLen,
+        Malformation::BadIpChecksum,
+        Malformation::BadTcpChecksum,
+        Malformation::BadDataOffset,
+        Malformation::Fragment,
+        Malformation::Ipv6,
+        Malformation::Vlan,
+    ];
+
+    /// The drop reason the balancer must count for it.
+    pub fn expected(self) -> DropReason {
+        match self {
+            Malformation::Runt | Malformation::TruncatedIp | Malformation::LongTotalLen => {
+                DropReason::Truncated
+            }
+            Malformation::BadIhl
+            | Malformation::BadVersion
+            | Malformation::ShortTotalLen
+            | Malformation::BadDataOffset => DropReason::Malformed,
+            Malformation::BadIpChecksum => DropReason::BadChecksum,
+            Malformation::BadTcpChecksum => DropReason::BadTcpChecksum,
+            Malformation::Fragment => DropReason::Fragment,
+            Malformation::Ipv6 | Malformation::Vlan => DropReason::NotIpv4,
+        }
+    }
+}
+
+/// Where flood frames go and which sources they claim.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FloodTarget {
+    /// Source MAC (the flood leg's own, so the bridge learns one MAC only).
+    pub src_mac: [u8; 6],
+    /// Destination MAC (the VIP's multicast MAC).
+    pub dst_mac: [u8; 6],
+    /// The VIP.
+    pub vip: Ipv4Addr,
+    /// The service port.
+    pub port: u16,
+    /// Spoofed source addresses (see [`spoof_pool`]).
+    pub sources: Vec<Ipv4Addr>,
+}
+
+/// Why a flood cannot be generated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FloodError(pub String);
+
+/// The client LAN's host addresses that no node holds: spoofed sources
+/// whose answers die on the flood leg, and that can never be mistaken for
+/// a legitimate client (or the router) by the balancer's table.
+pub fn spoof_pool(t: &Topology, client_net: Ipv4Net) -> Vec<Ipv4Addr> {
+    let used: Vec<Ipv4Addr> = t
+        .nodes
+        .iter()
+        .flat_map(|n| n.ifaces.iter())
+        .flat_map(|i| i.addrs.iter())
+        .map(|a| a.addr.addr)
+        .collect();
+    let net = u32::from(client_net.network().addr);
+    let size = 1u64 << (32 - u32::from(client_net.len).min(32));
+    (1..size.saturating_sub(1))
+        .map(|i| Ipv4Addr::from(net.wrapping_add(i as u32)))
+        .filter(|a| !used.contains(a))
+        .collect()
+}
+
+/// Parses a MAC address `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], FloodError> {
+    let bad = || {
+        FloodError(format!(
+            "`{s}` is not a MAC address (expected aa:bb:cc:dd:ee:ff)"
+        ))
+    };
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (o, p) in m.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *o = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(m)
+}
+
+/// Deterministic frame source for one flood: fresh tuples every frame (so
+/// a SYN flood really opens new flows), no allocation per frame.
+#[derive(Debug, Clone)]
+pub struct FrameGen {
+    kind: FloodKind,
+    target: FloodTarget,
+    rng: Rng,
+    n: u64,
+    syn: Vec<u8>,
+    ack: Vec<u8>,
+    psh: Vec<u8>,
+}
+
+impl FrameGen {
+    /// A generator; `seed` makes the sequence reproducible.
+    pub fn new(kind: FloodKind, target: FloodTarget, seed: u64) -> Result<Self, FloodError> {
+        if target.sources.is_empty() {
+            return Err(FloodError("no address to spoof: the pool is empty".into()));
+        }
+        let spec = |flags: u8, tcp_options: Vec<u8>, payload: Vec<u8>| FrameSpec {
+            src_mac: MacAddr(target.src_mac),
+            dst_mac: MacAddr(target.dst_mac),
+            src_ip: target.sources[0],
+            dst_ip: target.vip,
+            dst_port: target.port,
+            flags,
+            tcp_options,
+            payload,
+            ..FrameSpec::default()
+        };
+        let syn = tcp_frame(&spec(TcpFlags::SYN, syn_options(), vec![]));
+        let ack = tcp_frame(&spec(TcpFlags::ACK, vec![], vec![]));
+        let psh = tcp_frame(&spec(
+            TcpFlags::ACK | TcpFlags::PSH,
+            vec![],
+            vec![b'x'; PSH_PAYLOAD],
+        ));
+        Ok(Self {
+            kind,
+            target,
+            rng: Rng::new(seed),
+            n: 0,
+            syn,
+            ack,
+            psh,
+        })
+    }
+
+    /// Writes the next frame into `buf` (at least [`MAX_FRAME`] bytes) and
+    /// returns its length (0 if `buf` is too short).
+    pub fn next_into(&mut self, buf: &mut [u8]) -> usize {
+        if buf.len() < MAX_FRAME {
+            return 0;
+        }
+        let n = self.n;
+        self.n += 1;
+        match self.kind {
+            FloodKind::Syn => self.valid(buf, TcpFlags::SYN),
+            FloodKind::Nonsyn => match n % 3 {
+                0 => self.valid(buf, TcpFlags::ACK),
+                1 => self.valid(buf, TcpFlags::ACK | TcpFlags::PSH),
+                _ => self.valid(buf, TcpFlags::ACK | TcpFlags::FIN),
+            },
+            FloodKind::Malformed => {
+                let m = Malformation::ALL[(n % Malformation::ALL.len() as u64) as usize];
+                self.malformed(buf, m)
+            }
+        }
+    }
+
+    /// A well-formed segment with `flags` from a random spoofed tuple,
+    /// every checksum right.
+    fn valid(&mut self, buf: &mut [u8], flags: u8) -> usize {
+        let template = if flags == TcpFlags::SYN {
+            &self.syn
+        } else if flags & TcpFlags::PSH != 0 {
+            &self.psh
+        } else {
+            &self.ack
+        };
+        let len = template.len();
+        buf[..len].copy_from_slice(template);
+        let r = self.rng.next_u64();
+        let src = self.target.sources[(r % self.target.sources.len() as u64) as usize];
+        let port = 1024 + ((r >> 16) % (65536 - 1024)) as u16;
+        buf[IP + 4..IP + 6].copy_from_slice(&((r >> 32) as u16).to_be_bytes());
+        buf[IP + 12..IP + 16].copy_from_slice(&src.octets());
+        buf[TCP..TCP + 2].copy_from_slice(&port.to_be_bytes());
+        buf[TCP + 4..TCP + 8].copy_from_slice(&(self.rng.next_u64() as u32).to_be_bytes());
+        if flags != TcpFlags::SYN {
+            buf[TCP + 8..TCP + 12].copy_from_slice(&(self.rng.next_u64() as u32).to_be_bytes());
+        }
+        buf[TCP + 13] = flags;
+        fill_checksums(&mut buf[..len], src, self.target.vip);
+        len
+    }
+
+    /// A frame broken in the way `m` says (otherwise a valid SYN).
+    fn malformed(&mut self, buf: &mut [u8], m: Malformation) -> usize {
+        let len = self.valid(buf, TcpFlags::SYN);
+        let set_ip = |buf: &mut [u8], at: usize, v: &[u8]| {
+            buf[IP + at..IP + at + v.len()].copy_from_slice(v);
+            let c = ipv4_header_checksum(&buf[IP..IP + 20]);
+            buf[IP + 10..IP + 12].copy_from_slice(&c.to_be_bytes());
+        };
+        match m {
+            Malformation::Runt => ETH_HEADER_LEN,
+            Malformation::TruncatedIp => IP + 12,
+            Malformation::BadIhl => {
+                set_ip(buf, 0, &[0x44]);
+                len
+            }
+            Malformation::BadVersion => {
+                set_ip(buf, 0, &[0x65]);
+                len
+            }
+            Malformation::LongTotalLen => {
+                set_ip(buf, 2, &1400u16.to_be_bytes());
+                len
+            }
+            Malformation::ShortTotalLen => {
+                set_ip(buf, 2, &16u16.to_be_bytes());
+                len
+            }
+            Malformation::BadIpChecksum => {
+                buf[IP + 11] = buf[IP + 11].wrapping_add(1);
+                len
+            }
+            Malformation::BadTcpChecksum => {
+                buf[TCP + 17] = buf[TCP + 17].wrapping_add(1);
+                len
+            }
+            Malformation::BadDataOffset => {
+                buf[TCP + 12] = 0x20;
+                len
+            }
+            Malformation::Fragment => {
+                set_ip(buf, 6, &[0x20, 0x00]);
+                len
+            }
+            Malformation::Ipv6 => {
+                buf[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+                len
+            }
+            Malformation::Vlan => {
+                buf[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
+                len
+            }
+        }
+    }
+}
+
+/// Recomputes the IPv4 header and TCP checksums of a frame built from a
+/// template (IHL 5, the TCP segment filling the rest of the IPv4 packet).
+fn fill_checksums(f: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
+    f[IP + 10..IP + 12].fill(0);
+    let c = ipv4_header_checksum(&f[IP..TCP]);
+    f[IP + 10..IP + 12].copy_from_slice(&c.to_be_bytes());
+    f[TCP + 16..TCP + 18].fill(0);
+    let c = tcp_checksum(src, dst, &f[TCP..]);
+    f[TCP + 16..TCP + 18].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Commands that plug the flood leg (no address) from `node` into the LB
+/// LAN bridge, offloads off as on every testbed veth.
+pub fn leg_setup(node: &str, lan_bridge: &str) -> Vec<NsCmd> {
+    let ns = crate::plan::netns_name(node);
+    let mut v = vec![
+        cmd(
+            "sw",
+            &[
+                "ip",
+                "link",
+                "add",
+                FLOOD_PORT,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                FLOOD_IFACE,
+                "netns",
+                &ns,
+            ],
+            "temporary flood leg into the LB LAN",
+        ),
+        cmd(
+            "sw",
+            &[
+                "ip", "link", "set", "dev", FLOOD_PORT, "master", lan_bridge, "up",
+            ],
+            "plug it into the LB LAN bridge",
+        ),
+    ];
+    for (n, dev) in [("sw", FLOOD_PORT), (node, FLOOD_IFACE)] {
+        let mut argv = vec!["ethtool", "-K", dev];
+        argv.extend_from_slice(OFFLOADS_OFF);
+        v.push(cmd(n, &argv, "offloads off (as every testbed veth)"));
+    }
+    v.push(cmd(
+        node,
+        &[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{FLOOD_IFACE}.disable_ipv6=1"),
+        ],
+        "no IPv6 on the leg (no autoconfiguration traffic)",
+    ));
+    v.push(cmd(
+        node,
+        &["ip", "link", "set", "dev", FLOOD_IFACE, "up"],
+        "leg up (no IPv4 address: the kernel routes nothing through it)",
+    ));
+    v
+}
+
+/// The switch's bridge-netfilter knobs: when `br_netfilter` is loaded
+/// (it is on this host), every bridge runs IPv4/IPv6 header validation on
+/// the frames it forwards and silently drops broken ones, so malformed
+/// frames would never reach the balancer, as no hardware switch does.
+pub const BRIDGE_NF: [&str; 2] = [
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+];
+
+/// Commands turning the switch's bridge netfilter off for the run, and
+/// those restoring the values read before (`current`: knob, value); knobs
+/// absent from `current` (module not loaded) are left alone.
+pub fn bridge_nf_steps(current: &[(String, String)]) -> (Vec<NsCmd>, Vec<NsCmd>) {
+    let set = |k: &str, v: &str, why: &str| cmd("sw", &["sysctl", "-qw", &format!("{k}={v}")], why);
+    let off = current
+        .iter()
+        .filter(|(_, v)| v != "0")
+        .map(|(k, _)| {
+            set(
+                k,
+                "0",
+                "the switch forwards frames as they are (no br_netfilter header checks)",
+            )
+        })
+        .collect();
+    let back = current
+        .iter()
+        .filter(|(_, v)| v != "0")
+        .map(|(k, v)| set(k, v, "restore the switch's bridge netfilter"))
+        .collect();
+    (off, back)
+}
+
+/// Commands that remove the flood leg (deleting one end removes both).
+pub fn leg_teardown() -> Vec<NsCmd> {
+    vec![cmd(
+        "sw",
+        &["ip", "link", "del", FLOOD_PORT],
+        "remove the flood leg",
+    )]
+}
+
+/// What the flood sender reports (the hidden `flood-send` writes it as JSON).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SendReport {
+    /// The flood.
+    pub kind: Option<FloodKind>,
+    /// Frames the kernel accepted.
+    pub frames: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Seconds from the first to the last send.
+    pub seconds: f64,
+    /// Send calls that failed with ENOBUFS/EAGAIN (the frames were retried).
+    pub busy: u64,
+}
+
+impl SendReport {
+    /// Achieved frames per second.
+    pub fn fps(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.frames as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One sample of the balancer while a phase runs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Seconds since the phase started.
+    pub t_s: f64,
+    /// Connection table entries (`/stats` `conntrack_entries`).
+    pub entries: Option<u64>,
+    /// The balancer's resident memory, KiB (`/proc/PID/status` VmRSS).
+    pub rss_kib: Option<u64>,
+}
+
+/// `VmRSS` of a `/proc/PID/status` text, in KiB.
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The counters of a balancer `/stats` document a flood moves, flattened
+/// (`front_rx`, `drop.<reason>`, `conntrack.<counter>`, ...).
+pub fn stats_counters(stats: &serde_json::Value) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for k in [
+        "front_rx",
+        "back_rx",
+        "tx_front",
+        "tx_back",
+        "syn_recv_new_isn",
+    ] {
+        if let Some(v) = stats.get(k).and_then(serde_json::Value::as_u64) {
+            out.insert(k.to_string(), v);
+        }
+    }
+    for (group, prefix) in [("drops", "drop."), ("conntrack", "conntrack.")] {
+        if let Some(m) = stats.get(group).and_then(serde_json::Value::as_object) {
+            for (k, v) in m {
+                if let Some(v) = v.as_u64() {
+                    out.insert(format!("{prefix}{k}"), v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `after - before` per counter (counters only grow; a restart shows as 0).
+pub fn counter_delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0))))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// What the legitimate clients got during a phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Legit {
+    /// Connections attempted.
+    pub conns: u64,
+    /// Replies received.
+    pub replies: u64,
+    /// Errors (httperf's classification), total.
+    pub errors: u64,
+    /// Errors by type (non-zero ones).
+    pub error_types: BTreeMap<String, u64>,
+    /// Load duration, seconds.
+    pub duration_s: f64,
+    /// Replies per second of offered load (replies / `--seconds`; late
+    /// replies of a slowed-down phase count, its tail does not dilute them).
+    pub reply_rate: f64,
+    /// Replies per connection attempted, percent.
+    pub success_percent: f64,
+    /// Errors per connection attempted, percent.
+    pub error_percent: f64,
+    /// Median and 99th percentile of the connection lifetime, ms.
+    pub lifetime_ms_p50: Option<f64>,
+    /// 99th percentile of the connection lifetime, ms.
+    pub lifetime_ms_p99: Option<f64>,
+}
+
+/// One phase: the baseline (no flood) or one flood.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    /// `baseline` or the flood's name.
+    pub name: String,
+    /// The flood (none for the baseline).
+    pub flood: Option<FloodKind>,
+    /// What the sender achieved.
+    pub sent: Option<SendReport>,
+    /// The legitimate clients' figures.
+    pub legit: Legit,
+    /// Table and memory samples over the phase.
+    pub probes: Vec<Probe>,
+    /// Table capacity (`table_size`).
+    pub capacity: u64,
+    /// Counters the phase moved (after - before).
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl Phase {
+    /// Largest table occupancy sampled.
+    pub fn max_entries(&self) -> Option<u64> {
+        self.probes.iter().filter_map(|p| p.entries).max()
+    }
+    /// First and last RSS sampled, KiB.
+    pub fn rss_span(&self) -> (Option<u64>, Option<u64>) {
+        let (first, last) = self.rss_ends();
+        (first, last.or(first))
+    }
+
+    fn rss_ends(&self) -> (Option<u64>, Option<u64>) {
+        let mut it = self.probes.iter().filter_map(|p| p.rss_kib);
+        (it.next(), it.next_back())
+    }
+    /// Largest RSS sampled, KiB.
+    pub fn rss_max(&self) -> Option<u64> {
+        self.probes.iter().filter_map(|p| p.rss_kib).max()
+    }
+    /// Input-check drops counted (malformed, truncated, checksums, ...).
+    pub fn input_drops(&self) -> BTreeMap<String, u64> {
+        self.counters
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("drop.").map(|r| (r.to_string(), *v)))
+            .collect()
+    }
+}
+
+/// What one `harness flood` run was asked to do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FloodSpec {
+    /// Floods, in order (after a no-flood baseline).
+    pub floods: Vec<FloodKind>,
+    /// Seconds of legitimate load per phase.
+    pub seconds: f64,
+    /// Legitimate connections per second, all clients together.
+    pub rate: f64,
+    /// Flood frames per second to aim at (0: as fast as possible).
+    pub flood_pps: u64,
+    /// The balancer's `table_size`.
+    pub table_size: usize,
+    /// The balancer's SYN_RECV timeout, seconds.
+    pub syn_recv_timeout_s: u32,
+    /// loadgen --timeout, seconds.
+    pub timeout_s: f64,
+}
+
+impl FloodSpec {
+    /// Checks the numbers before anything starts (one line each, naming the flag).
+    pub fn validate(&self) -> Result<(), FloodError> {
+        let bad = |m: String| Err(FloodError(m));
+        if self.floods.is_empty() {
+            return bad("--flood: expected at least one of syn, nonsyn, malformed".into());
+        }
+        if !(self.seconds.is_finite() && self.seconds >= 1.0 && self.seconds <= 3600.0) {
+            return bad(format!(
+                "--seconds {}: expected 1 to 3600",
+                fmt_num(self.seconds)
+            ));
+        }
+        if !(self.rate.is_finite() && self.rate >= 1.0 && self.rate <= 100_000.0) {
+            return bad(format!(
+                "--rate {}: expected 1 to 100000 connections/s",
+                fmt_num(self.rate)
+            ));
+        }
+        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0 && self.timeout_s <= 60.0) {
+            return bad(format!(
+                "--timeout {}: expected more than 0 and at most 60 s",
+                fmt_num(self.timeout_s)
+            ));
+        }
+        if self.table_size < 16 || self.table_size > balancer::conntrack::MAX_CAPACITY {
+            return bad(format!(
+                "--table-size {}: expected 16 to {}",
+                self.table_size,
+                balancer::conntrack::MAX_CAPACITY
+            ));
+        }
+        if self.syn_recv_timeout_s == 0 || self.syn_recv_timeout_s > 3600 {
+            return bad(format!(
+                "--syn-recv-timeout {}: expected 1 to 3600 s",
+                self.syn_recv_timeout_s
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A verdict of the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// What is checked, e.g. `syn: table <= table_size`.
+    pub name: String,
+    /// Whether it holds.
+    pub pass: bool,
+    /// The figures behind it.
+    pub detail: String,
+}
+
+/// Legitimate reply rate during a flood at least this share of the baseline's.
+pub const MIN_REPLY_SHARE: f64 = 0.5;
+/// Slack on top of the table's own memory that RSS may grow by (KiB):
+/// allocator and socket buffers.
+pub const RSS_SLACK_KIB: u64 = 16 * 1024;
+
+/// The most the balancer's RSS may grow over a phase: the whole table
+/// (reserved up front, touched as it fills) plus [`RSS_SLACK_KIB`].
+pub fn rss_bound_kib(capacity: u64) -> u64 {
+    balancer::conntrack::table_bytes(capacity as usize) / 1024 + RSS_SLACK_KIB
+}
+
+/// The verdicts: per flood, table bounded, legit clients served (replies,
+/// at least [`MIN_REPLY_SHARE`] of the baseline rate), memory bounded by
+/// the table ([`rss_bound_kib`]).
+pub fn checks(phases: &[Phase]) -> Vec<Check> {
+    let base = phases.iter().find(|p| p.flood.is_none());
+    let mut out = Vec::new();
+    for p in phases.iter().filter(|p| p.flood.is_some()) {
+        let max = p.max_entries();
+        out.push(Check {
+            name: format!("{}: table <= table_size", p.name),
+            pass: max.is_some_and(|m| m <= p.capacity),
+            detail: format!(
+                "max {} of {}",
+                max.map_or("?".into(), |m| m.to_string()),
+                p.capacity
+            ),
+        });
+        let share = base
+            .filter(|b| b.legit.reply_rate > 0.0)
+            .map(|b| p.legit.reply_rate / b.legit.reply_rate);
+        out.push(Check {
+            name: format!("{}: legit clients served", p.name),
+            pass: p.legit.replies > 0 && share.is_some_and(|s| s >= MIN_REPLY_SHARE),
+            detail: format!(
+                "{} replies, {:.1} /s = {} of the baseline's (at least {MIN_REPLY_SHARE})",
+                p.legit.replies,
+                p.legit.reply_rate,
+                share.map_or("?".into(), |s| format!("{s:.3}"))
+            ),
+        });
+        let (a, _) = p.rss_span();
+        let growth = a.zip(p.rss_max()).map(|(a, m)| m.saturating_sub(a));
+        let bound = rss_bound_kib(p.capacity);
+        out.push(Check {
+            name: format!("{}: memory bounded", p.name),
+            pass: growth.is_some_and(|g| g <= bound),
+            detail: format!(
+                "RSS grew {} KiB at most (bound: the full table + {RSS_SLACK_KIB} = {bound} KiB)",
+                growth.map_or("?".into(), |g| g.to_string())
+            ),
+        });
+    }
+    out
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+/// The printed summary: one row per phase, then the input-check counters
+/// of each flood, then the verdicts.
+pub fn render_table(spec: &FloodSpec, phases: &[Phase], checks: &[Check]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# harness flood: legit {} conn/s for {} s per phase, table_size {}, SYN_RECV timeout {} s",
+        fmt_num(spec.rate),
+        fmt_num(spec.seconds),
+        spec.table_size,
+        spec.syn_recv_timeout_s
+    );
+    let _ = writeln!(
+        s,
+        "{:<10} {:>11} {:>10} {:>8} {:>8} {:>9} {:>9} {:>10} {:>10}",
+        "phase",
+        "flood fr/s",
+        "replies/s",
+        "errors",
+        "err %",
+        "p99 ms",
+        "max table",
+        "RSS start",
+        "RSS end"
+    );
+    for p in phases {
+        let (a, b) = p.rss_span();
+        let _ = writeln!(
+            s,
+            "{:<10} {:>11} {:>10.1} {:>8} {:>8.2} {:>9} {:>9} {:>10} {:>10}",
+            p.name,
+            p.sent
+                .as_ref()
+                .map_or("-".into(), |r| format!("{:.0}", r.fps())),
+            p.legit.reply_rate,
+            p.legit.errors,
+            p.legit.error_percent,
+            p.legit
+                .lifetime_ms_p99
+                .map_or("-".into(), |v| format!("{v:.1}")),
+            opt(p.max_entries()),
+            a.map_or("-".into(), |v| format!("{v} KiB")),
+            b.map_or("-".into(), |v| format!("{v} KiB")),
+        );
+    }
+    for p in phases.iter().filter(|p| p.flood.is_some()) {
+        let drops = p.input_drops();
+        let list = if drops.is_empty() {
+            "none".into()
+        } else {
+            drops
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let ct: Vec<String> = ["inserted", "evicted", "expired", "table_full"]
+            .iter()
+            .map(|k| {
+                format!(
+                    "{k} {}",
+                    p.counters.get(&format!("conntrack.{k}")).unwrap_or(&0)
+                )
+            })
+            .collect();
+        let _ = writeln!(s, "{} drops: {list}", p.name);
+        let _ = writeln!(s, "{} table: {}", p.name, ct.join(", "));
+        if !p.legit.error_types.is_empty() {
+            let e: Vec<String> = p
+                .legit
+                .error_types
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(s, "{} legit errors: {}", p.name, e.join(", "));
+        }
+    }
+    for c in checks {
+        let _ = writeln!(
+            s,
+            "{} {}: {}",
+            if c.pass { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    s
+}
+
+/// The JSON record of one run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FloodRecord {
+    /// [`FLOOD_SCHEMA`].
+    pub schema: String,
+    /// What was asked.
+    pub spec: FloodSpec,
+    /// Topology name.
+    pub topology: String,
+    /// Profile name.
+    pub profile: String,
+    /// The node the floods came from.
+    pub flood_node: String,
+    /// The spoofed sources: how many, of which subnet.
+    pub spoofed: String,
+    /// Tool versions, commit, kernel.
+    pub versions: Versions,
+    /// Wall clock at the start, ms since the epoch.
+    pub started_unix_ms: u64,
+    /// Wall clock at the end.
+    pub finished_unix_ms: u64,
+    /// The phases (baseline first); a run cut short keeps what it measured.
+    pub phases: Vec<Phase>,
+    /// Verdicts.
+    pub checks: Vec<Check>,
+    /// The printed table.
+    pub table: String,
+    /// Whether every phase ran.
+    pub complete: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use balancer::config::Forwarding;
+    use balancer::engine::{Action, Balancer, Interfaces};
+    use balancer::ownership::Member;
+    use balancer::sched::SchedulerKind;
+    use balancer::wire::parse_tcp_frame;
+    use std::time::Duration;
+
+    fn target() -> FloodTarget {
+        FloodTarget {
+            src_mac: [2, 0, 0, 0, 0, 0x33],
+            dst_mac: [1, 0, 0x5e, 18, 1, 100],
+            vip: balancer::fuzzing::VIP,
+            port: 80,
+            sources: vec![Ipv4Addr::new(198, 18, 0, 20), Ipv4Addr::new(198, 18, 0, 21)],
+        }
+    }
+
+    /// A one-balancer engine on the fuzzing configuration (VIP .100:80).
+    fn engine(table: usize) -> Balancer {
+        let mut c = balancer::fuzzing::config(Forwarding::Nat, SchedulerKind::Rr);
+        c.cluster.members = vec![Member { id: 1, weight: 1 }];
+        c.cluster.key = None;
+        c.table_size = table;
+        let macs = Interfaces {
+            front_mac: MacAddr([2, 0, 0, 0, 0, 0xf1]),
+            back_mac: MacAddr([2, 0, 0, 0, 0, 0xb1]),
+        };
+        Balancer::new(&c, macs).unwrap()
+    }
+
+    #[test]
+    fn syn_flood_frames_are_valid_fresh_initial_syns() {
+        let mut g = FrameGen::new(FloodKind::Syn, target(), 7).unwrap();
+        let mut buf = [0u8; MAX_FRAME];
+        let mut tuples = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let n = g.next_into(&mut buf);
+            let info = parse_tcp_frame(&buf[..n], false).unwrap();
+            assert!(balancer::wire::tcp_checksum_ok(&buf[..n], &info));
+            assert!(info.flags.is_initial_syn());
+            assert_eq!(info.dst_ip, target().vip);
+            assert!(target().sources.contains(&info.src_ip));
+            assert_eq!(&buf[0..6], &target().dst_mac);
+            tuples.insert((info.src_ip, info.src_port));
+        }
+        assert!(tuples.len() > 990, "{} distinct tuples", tuples.len());
+    }
+
+    #[test]
+    fn syn_flood_fills_the_table_to_its_bound_and_no_further() {
+        let mut b = engine(256);
+        let mut g = FrameGen::new(FloodKind::Syn, target(), 1).unwrap();
+        let mut buf = [0u8; MAX_FRAME];
+        for i in 0..2000u64 {
+            let n = g.next_into(&mut buf);
+            let a = b.handle_front(Duration::from_millis(i), &mut buf[..n]);
+            assert!(!matches!(a, Action::Drop(_)), "frame {i}: {a:?}");
+        }
+        let s = b.snapshot();
+        assert_eq!(s.conntrack_entries, 256);
+        // A few random tuples repeat (a new ISN on a SYN_RECV entry replaces it).
+        assert!(s.conntrack.inserted > 1990, "{:?}", s.conntrack);
+        assert_eq!(
+            s.conntrack.evicted,
+            s.conntrack.inserted - s.conntrack.removed - 256
+        );
+    }
+
+    #[test]
+    fn nonsyn_flood_frames_are_valid_and_dropped_as_no_connection() {
+        let mut b = engine(64);
+        let mut g = FrameGen::new(FloodKind::Nonsyn, target(), 3).unwrap();
+        let mut buf = [0u8; MAX_FRAME];
+        let mut flags = std::collections::HashSet::new();
+        for _ in 0..300 {
+            let n = g.next_into(&mut buf);
+            let info = parse_tcp_frame(&buf[..n], false).unwrap();
+            assert!(balancer::wire::tcp_checksum_ok(&buf[..n], &info));
+            assert!(info.flags.ack() && !info.flags.syn());
+            flags.insert(buf[TCP + 13]);
+            let a = b.handle_front(Duration::ZERO, &mut buf[..n]);
+            assert_eq!(a, Action::Drop(DropReason::NoConnection));
+        }
+        assert_eq!(flags.len(), 3);
+        assert_eq!(b.snapshot().conntrack_entries, 0);
+    }
+
+    #[test]
+    fn each_malformation_hits_its_input_check() {
+        let mut b = engine(64);
+        let mut g = FrameGen::new(FloodKind::Malformed, target(), 5).unwrap();
+        let mut buf = [0u8; MAX_FRAME];
+        for round in 0..3 {
+            for m in Malformation::ALL {
+                let n = g.next_into(&mut buf);
+                let a = b.handle_front(Duration::ZERO, &mut buf[..n]);
+                assert_eq!(a, Action::Drop(m.expected()), "{m:?} (round {round})");
+            }
+        }
+        assert_eq!(b.snapshot().conntrack_entries, 0);
+    }
+
+    #[test]
+    fn generator_refuses_short_buffers_and_empty_pools() {
+        let mut t = target();
+        let mut g = FrameGen::new(FloodKind::Syn, t.clone(), 1).unwrap();
+        assert_eq!(g.next_into(&mut [0u8; 40]), 0);
+        t.sources.clear();
+        assert!(FrameGen::new(FloodKind::Syn, t, 1).is_err());
+    }
+
+    #[test]
+    fn spoof_pool_leaves_out_every_node_address() {
+        let t = Topology::builtin("1lb-1rs").unwrap();
+        let net: Ipv4Net = "198.18.0.0/24".parse().unwrap();
+        let pool = spoof_pool(&t, net);
+        for a in ["198.18.0.1", "198.18.0.11", "198.18.0.12", "198.18.0.13"] {
+            assert!(!pool.contains(&a.parse().unwrap()), "{a}");
+        }
+        assert!(pool.contains(&"198.18.0.2".parse().unwrap()));
+        assert!(!pool.contains(&"198.18.0.0".parse().unwrap()));
+        assert!(!pool.contains(&"198.18.0.255".parse().unwrap()));
+        assert_eq!(pool.len(), 254 - 4);
+    }
+
+    #[test]
+    fn bridge_nf_is_turned_off_and_restored_only_where_on() {
+        let cur = vec![
+            (BRIDGE_NF[0].to_string(), "1".to_string()),
+            (BRIDGE_NF[1].to_string(), "0".to_string()),
+        ];
+        let (off, back) = bridge_nf_steps(&cur);
+        assert_eq!(off.len(), 1);
+        assert_eq!(
+            off[0].argv,
+            ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"]
+        );
+        assert_eq!(
+            back[0].argv,
+            ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]
+        );
+        assert!(bridge_nf_steps(&[]).0.is_empty());
+    }
+
+    #[test]
+    fn macs_parse_or_say_why() {
+        assert_eq!(
+            parse_mac("01:00:5e:12:01:64").unwrap(),
+            [1, 0, 0x5e, 0x12, 1, 0x64]
+        );
+        for bad in [
+            "",
+            "01:00:5e:12:01",
+            "01:00:5e:12:01:6g",
+            "1:00:5e:12:01:64",
+        ] {
+            let e = parse_mac(bad).unwrap_err().to_string();
+            assert!(e.contains("not a MAC"), "{e}");
+        }
+    }
+
+    #[test]
+    fn vm_rss_and_counters_parse() {
+        assert_eq!(
+            parse_vm_rss("Name:\tbalancer\nVmRSS:\t   12345 kB\n"),
+            Some(12345)
+        );
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        let before = stats_counters(&serde_json::json!({
+            "front_rx": 10, "drops": {"malformed": 1}, "conntrack": {"inserted": 5}
+        }));
+        let after = stats_counters(&serde_json::json!({
+            "front_rx": 25, "drops": {"malformed": 4, "truncated": 2}, "conntrack": {"inserted": 5}
+        }));
+        let d = counter_delta(&before, &after);
+        assert_eq!(d.get("front_rx"), Some(&15));
+        assert_eq!(d.get("drop.malformed"), Some(&3));
+        assert_eq!(d.get("drop.truncated"), Some(&2));
+        assert_eq!(d.get("conntrack.inserted"), None);
+    }
+
+    fn phase(name: &str, flood: Option<FloodKind>, rate: f64, max: u64, rss: [u64; 2]) -> Phase {
+        Phase {
+            name: name.into(),
+            flood,
+            sent: None,
+            legit: Legit {
+                replies: (rate * 10.0) as u64,
+                reply_rate: rate,
+                ..Legit::default()
+            },
+            probes: vec![
+                Probe {
+                    t_s: 0.0,
+                    entries: Some(1),
+                    rss_kib: Some(rss[0]),
+                },
+                Probe {
+                    t_s: 1.0,
+                    entries: Some(max),
+                    rss_kib: Some(rss[1]),
+                },
+            ],
+            capacity: 100,
+            counters: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn checks_judge_bound_service_and_memory() {
+        let ok = [
+            phase("baseline", None, 100.0, 5, [1000, 1000]),
+            phase("syn", Some(FloodKind::Syn), 90.0, 100, [1000, 1200]),
+        ];
+        let c = checks(&ok);
+        assert_eq!(c.len(), 3);
+        assert!(c.iter().all(|c| c.pass), "{c:?}");
+        let bad = [
+            phase("baseline", None, 100.0, 5, [1000, 1000]),
+            phase(
+                "syn",
+                Some(FloodKind::Syn),
+                40.0,
+                101,
+                [1000, 1000 + rss_bound_kib(100) + 1],
+            ),
+        ];
+        let c = checks(&bad);
+        assert!(c.iter().all(|c| !c.pass), "{c:?}");
+        let t = render_table(
+            &FloodSpec {
+                floods: vec![FloodKind::Syn],
+                seconds: 10.0,
+                rate: 100.0,
+                flood_pps: 0,
+                table_size: 100,
+                syn_recv_timeout_s: 60,
+                timeout_s: 5.0,
+            },
+            &bad,
+            &c,
+        );
+        assert!(
+            t.contains("FAIL syn: table <= table_size: max 101 of 100"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn spec_validation_names_the_flag() {
+        let ok = FloodSpec {
+            floods: FloodKind::ALL.to_vec(),
+            seconds: 10.0,
+            rate: 500.0,
+            flood_pps: 0,
+            table_size: 65536,
+            syn_recv_timeout_s: 60,
+            timeout_s: 5.0,
+        };
+        assert!(ok.validate().is_ok());
+        type Edit = fn(&mut FloodSpec);
+        let cases: [(Edit, &str); 5] = [
+            (|s| s.seconds = 0.5, "--seconds 0.5"),
+            (|s| s.rate = 0.0, "--rate 0"),
+            (|s| s.table_size = 1, "--table-size 1"),
+            (|s| s.syn_recv_timeout_s = 0, "--syn-recv-timeout 0"),
+            (|s| s.floods.clear(), "--flood"),
+        ];
+        for (f, want) in cases {
+            let mut s = ok.clone();
+            f(&mut s);
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
+    }
+}
