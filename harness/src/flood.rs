@@ -424,39 +424,6 @@ pub fn leg_setup(node: &str, lan_bridge: &str) -> Vec<NsCmd> {
     v
 }
 
-/// The switch's bridge-netfilter knobs: when `br_netfilter` is loaded
-/// (it is on this host), every bridge runs IPv4/IPv6 header validation on
-/// the frames it forwards and silently drops broken ones, so malformed
-/// frames would never reach the balancer, as no hardware switch does.
-pub const BRIDGE_NF: [&str; 2] = [
-    "net.bridge.bridge-nf-call-iptables",
-    "net.bridge.bridge-nf-call-ip6tables",
-];
-
-/// Commands turning the switch's bridge netfilter off for the run, and
-/// those restoring the values read before (`current`: knob, value); knobs
-/// absent from `current` (module not loaded) are left alone.
-pub fn bridge_nf_steps(current: &[(String, String)]) -> (Vec<NsCmd>, Vec<NsCmd>) {
-    let set = |k: &str, v: &str, why: &str| cmd("sw", &["sysctl", "-qw", &format!("{k}={v}")], why);
-    let off = current
-        .iter()
-        .filter(|(_, v)| v != "0")
-        .map(|(k, _)| {
-            set(
-                k,
-                "0",
-                "the switch forwards frames as they are (no br_netfilter header checks)",
-            )
-        })
-        .collect();
-    let back = current
-        .iter()
-        .filter(|(_, v)| v != "0")
-        .map(|(k, v)| set(k, v, "restore the switch's bridge netfilter"))
-        .collect();
-    (off, back)
-}
-
 /// Commands that remove the flood leg (deleting one end removes both).
 pub fn leg_teardown() -> Vec<NsCmd> {
     vec![cmd(
@@ -1003,25 +970,6 @@ mod tests {
         assert!(!pool.contains(&"198.18.0.0".parse().unwrap()));
         assert!(!pool.contains(&"198.18.0.255".parse().unwrap()));
         assert_eq!(pool.len(), 254 - 4);
-    }
-
-    #[test]
-    fn bridge_nf_is_turned_off_and_restored_only_where_on() {
-        let cur = vec![
-            (BRIDGE_NF[0].to_string(), "1".to_string()),
-            (BRIDGE_NF[1].to_string(), "0".to_string()),
-        ];
-        let (off, back) = bridge_nf_steps(&cur);
-        assert_eq!(off.len(), 1);
-        assert_eq!(
-            off[0].argv,
-            ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"]
-        );
-        assert_eq!(
-            back[0].argv,
-            ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]
-        );
-        assert!(bridge_nf_steps(&[]).0.is_empty());
     }
 
     #[test]

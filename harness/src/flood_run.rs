@@ -25,9 +25,9 @@ use crate::bench::{Layout, BENCH_TOPOLOGY};
 use crate::bench_run::Undo;
 use crate::experiment::{run_dir_name, BalancerPlan, Method, RunSpec, ServerPlan, Stop};
 use crate::flood::{
-    bridge_nf_steps, checks, counter_delta, leg_setup, leg_teardown, parse_mac, parse_vm_rss,
-    render_table, spoof_pool, stats_counters, FloodKind, FloodRecord, FloodSpec, FloodTarget,
-    FrameGen, Legit, Phase, Probe, SendReport, BRIDGE_NF, FLOOD_IFACE, FLOOD_SCHEMA, MAX_FRAME,
+    checks, counter_delta, leg_setup, leg_teardown, parse_mac, parse_vm_rss, render_table,
+    spoof_pool, stats_counters, FloodKind, FloodRecord, FloodSpec, FloodTarget, FrameGen, Legit,
+    Phase, Probe, SendReport, FLOOD_IFACE, FLOOD_SCHEMA, MAX_FRAME,
 };
 use crate::net::multicast_mac;
 use crate::nsnet::in_netns;
@@ -209,8 +209,6 @@ impl<'a> Ctx<'a> {
             &leg_setup(&self.flood_node, &self.lan_bridge),
             leg_teardown(),
         )?;
-        let (nf_off, nf_back) = bridge_nf_steps(&self.bridge_nf());
-        let _nf = Undo::apply(self.tb, &nf_off, nf_back)?;
         let target = self.flood_target()?;
         let site = Site {
             tb: self.tb,
@@ -296,25 +294,6 @@ impl<'a> Ctx<'a> {
         let _ = stdout.flush();
         progress(format!("result written to {}", json_path.display()));
         Ok(record)
-    }
-
-    /// The switch's bridge-netfilter knobs that exist, with their values.
-    fn bridge_nf(&self) -> Vec<(String, String)> {
-        BRIDGE_NF
-            .iter()
-            .filter_map(|k| {
-                let argv = vec!["sysctl".into(), "-n".into(), k.to_string()];
-                let o = self
-                    .tb
-                    .output("sw", &argv)
-                    .ok()
-                    .filter(|o| o.status.success())?;
-                Some((
-                    k.to_string(),
-                    String::from_utf8_lossy(&o.stdout).trim().to_string(),
-                ))
-            })
-            .collect()
     }
 
     /// MACs and spoofed sources of the floods.
