@@ -7,22 +7,18 @@
 use harness::bench::{BenchRecord, Target};
 use harness::cgroup::CgroupFlavor;
 use harness::discover::discover;
-use harness::privilege::is_privileged;
 
 mod common;
 
-use common::{harness, DownGuard};
+use common::harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_harness");
 
 #[test]
 fn bench_balancer_runs_every_configuration() {
-    if !is_privileged() {
-        common::skip("bench_balancer_runs_every_configuration");
+    let Some(_testbed) = common::hold_testbed("bench_balancer_runs_every_configuration") else {
         return;
-    }
-    let _serial = common::serial();
-    let _guard = DownGuard;
+    };
     let bins = common::bin_dir();
     let out = tempfile::tempdir().unwrap();
     let run_dir = out.path().join("run");

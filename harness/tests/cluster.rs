@@ -12,13 +12,12 @@ use std::process::Command;
 use harness::cgroup::CgroupFlavor;
 use harness::discover::discover;
 use harness::experiment::RunRecord;
-use harness::privilege::is_privileged;
 use harness::state::STATE_DIR;
 use harness::topology::Role;
 
 mod common;
 
-use common::{harness, DownGuard};
+use common::harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_harness");
 
@@ -228,12 +227,9 @@ fn served(r: &RunRecord, role: Role) -> u64 {
 
 #[test]
 fn cluster_points() {
-    if !is_privileged() {
-        common::skip("cluster_points");
+    let Some(_testbed) = common::hold_testbed("cluster_points") else {
         return;
-    }
-    let _serial = common::serial();
-    let _guard = DownGuard;
+    };
     let bins = common::bin_dir();
     let out = tempfile::tempdir().unwrap();
     let o = harness(&["down"]);

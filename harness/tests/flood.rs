@@ -10,11 +10,10 @@
 use harness::cgroup::CgroupFlavor;
 use harness::discover::discover;
 use harness::flood::{FloodKind, FloodRecord, Malformation};
-use harness::privilege::is_privileged;
 
 mod common;
 
-use common::{harness, DownGuard};
+use common::harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_harness");
 
@@ -47,12 +46,11 @@ fn bad_flags_get_one_line_and_exit_2() {
 
 #[test]
 fn floods_keep_the_table_bounded_and_legit_clients_served() {
-    if !is_privileged() {
-        common::skip("floods_keep_the_table_bounded_and_legit_clients_served");
+    let Some(_testbed) =
+        common::hold_testbed("floods_keep_the_table_bounded_and_legit_clients_served")
+    else {
         return;
-    }
-    let _serial = common::serial();
-    let _guard = DownGuard;
+    };
     let bins = common::bin_dir();
     let out = tempfile::tempdir().unwrap();
     let run_dir = out.path().join("run");

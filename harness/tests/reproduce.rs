@@ -8,12 +8,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use harness::privilege::is_privileged;
 use reports::model::Reproduction;
 
 mod common;
 
-use common::{harness, DownGuard};
+use common::harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_harness");
 
@@ -59,12 +58,9 @@ fn check_dir(dir: &Path, points: usize) -> Reproduction {
 
 #[test]
 fn reproduce_end_to_end() {
-    if !is_privileged() {
-        common::skip("reproduce_end_to_end");
+    let Some(_testbed) = common::hold_testbed("reproduce_end_to_end") else {
         return;
-    }
-    let _serial = common::serial();
-    let _guard = DownGuard;
+    };
     let bins = common::bin_dir();
     let bins = bins.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use harness::cgroup::CgroupFlavor;
 use harness::discover::discover;
-use harness::privilege::{is_privileged, NEED_ROOT};
+use harness::privilege::NEED_ROOT;
 use harness::state::STATE_DIR;
 use harness::Testbed;
 
 mod common;
 
-use common::{harness, DownGuard};
+use common::harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_harness");
 
@@ -262,12 +262,9 @@ fn read(p: &str) -> String {
 
 #[test]
 fn testbed_lifecycle() {
-    if !is_privileged() {
-        common::skip("testbed_lifecycle");
+    let Some(_testbed) = common::hold_testbed("testbed_lifecycle") else {
         return;
-    }
-    let _serial = common::serial();
-    let _guard = DownGuard;
+    };
     ok(&["down"]);
     assert_clean("initial down");
 

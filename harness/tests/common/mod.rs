@@ -1,7 +1,7 @@
-//! Shared by the namespace test binaries (`testbed.rs`, `cluster.rs`): a
-//! machine-wide lock so they never build testbeds at the same time (cargo
-//! runs test binaries one after another, but two `cargo test` invocations
-//! may overlap), and the loud SKIP line for unprivileged runs.
+//! Shared by the harness test binaries: a machine-wide lock so they never
+//! build testbeds at the same time (cargo runs test binaries one after
+//! another, but two `cargo test` invocations may overlap), the loud SKIP
+//! line for unprivileged runs, and the hold a root test takes on the testbed.
 
 #![allow(dead_code)]
 
@@ -107,4 +107,25 @@ impl Drop for DownGuard {
             );
         }
     }
+}
+
+/// A root test's hold on the testbed: `harness down` when dropped, then the
+/// test lock released (fields drop in this order).
+pub struct Hold {
+    _guard: DownGuard,
+    _serial: Lock,
+}
+
+/// For a test that builds testbeds: `None` after the loud SKIP when not
+/// privileged; otherwise the test lock taken and the cleanup armed.
+pub fn hold_testbed(test: &str) -> Option<Hold> {
+    if !harness::privilege::is_privileged() {
+        skip(test);
+        return None;
+    }
+    let serial = serial();
+    Some(Hold {
+        _guard: DownGuard,
+        _serial: serial,
+    })
 }
