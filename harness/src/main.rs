@@ -40,6 +40,35 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Where a benchmark (`bench-balancer`, `flood`) writes, what it runs, and
+/// whether a failed check fails the command.
+#[derive(clap::Args, Debug)]
+struct RecordArgs {
+    /// Write the JSON record here (default: in the run directory).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Run directory [default: results/<command>-<UTC time>].
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Directory holding loadgen, realserver and balancer [default: the harness's own directory].
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Exit 1 when a check or target fails.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Exit status of a benchmark: 1 with `--strict` when one of `failed` (the
+/// names of failed checks) exists, else success.
+fn strict_exit(strict: bool, failed: &[&str]) -> ExitCode {
+    if strict && !failed.is_empty() {
+        eprintln!("harness: --strict: failed: {}", failed.join("; "));
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Build the testbed (tears down any previous one or leftovers first).
@@ -170,18 +199,8 @@ Writes results/bench-balancer-<UTC time>/ (configs, logs, client results, table.
         /// Worker threads of rs1's web server.
         #[arg(long, value_name = "N", default_value_t = 1)]
         server_threads: u32,
-        /// Write the JSON record here (default: OUT_DIR/bench.json).
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
-        /// Run directory [default: results/bench-balancer-<UTC time>].
-        #[arg(long, value_name = "DIR")]
-        out_dir: Option<PathBuf>,
-        /// Directory holding loadgen, realserver and balancer [default: the harness's own directory].
-        #[arg(long, value_name = "DIR")]
-        bin_dir: Option<PathBuf>,
-        /// Exit 1 when a target fails.
-        #[arg(long)]
-        strict: bool,
+        #[command(flatten)]
+        record: RecordArgs,
     },
     /// Hostile load: a no-flood baseline, then a SYN flood, a flood of
     /// non-SYN segments for unknown flows and a stream of malformed frames at
@@ -227,18 +246,8 @@ Writes results/flood-<UTC time>/ (configs, logs, client results, stats/, table.t
         /// Testbed profile: unconstrained, paper, or a .toml/.json file.
         #[arg(long, default_value = "unconstrained")]
         profile: String,
-        /// Write the JSON record here (default: OUT_DIR/flood.json).
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
-        /// Run directory [default: results/flood-<UTC time>].
-        #[arg(long, value_name = "DIR")]
-        out_dir: Option<PathBuf>,
-        /// Directory holding loadgen, realserver and balancer [default: the harness's own directory].
-        #[arg(long, value_name = "DIR")]
-        bin_dir: Option<PathBuf>,
-        /// Exit 1 when a check fails.
-        #[arg(long)]
-        strict: bool,
+        #[command(flatten)]
+        record: RecordArgs,
     },
     /// The paper's Table I matrix with rate sweeps: every configuration at
     /// every rate, repeated, interleaved; results.json, CSVs, Figures 4-7
@@ -620,10 +629,7 @@ fn main() -> ExitCode {
             targets,
             timeout,
             server_threads,
-            json,
-            out_dir,
-            bin_dir,
-            strict,
+            record,
         } => {
             let opts = BenchOptions {
                 spec: BenchSpec {
@@ -634,9 +640,9 @@ fn main() -> ExitCode {
                     timeout_s: timeout,
                     server_threads,
                 },
-                bin_dir: bin_dir.unwrap_or_else(runner::default_bin_dir),
-                out_dir: out_dir.unwrap_or_else(bench_run::default_out_dir),
-                json,
+                bin_dir: record.bin_dir.unwrap_or_else(runner::default_bin_dir),
+                out_dir: record.out_dir.unwrap_or_else(bench_run::default_out_dir),
+                json: record.json,
                 verbose: cli.verbose,
                 state_dir: PathBuf::from(STATE_DIR),
             };
@@ -648,12 +654,7 @@ fn main() -> ExitCode {
                         .filter(|c| c.pass == Some(false))
                         .map(|c| c.name.as_str())
                         .collect();
-                    if strict && !failed.is_empty() {
-                        eprintln!("harness: --strict: target(s) failed: {}", failed.join(", "));
-                        ExitCode::from(1)
-                    } else {
-                        ExitCode::SUCCESS
-                    }
+                    strict_exit(record.strict, &failed)
                 }
                 Err(e) => run_failed(e),
             }
@@ -667,10 +668,7 @@ fn main() -> ExitCode {
             syn_recv_timeout,
             timeout,
             profile,
-            json,
-            out_dir,
-            bin_dir,
-            strict,
+            record,
         } => {
             let spec = harness::flood::FloodSpec {
                 floods: flood,
@@ -698,9 +696,11 @@ fn main() -> ExitCode {
             let opts = harness::flood_run::FloodOptions {
                 spec,
                 profile,
-                bin_dir: bin_dir.unwrap_or_else(runner::default_bin_dir),
-                out_dir: out_dir.unwrap_or_else(harness::flood_run::default_out_dir),
-                json,
+                bin_dir: record.bin_dir.unwrap_or_else(runner::default_bin_dir),
+                out_dir: record
+                    .out_dir
+                    .unwrap_or_else(harness::flood_run::default_out_dir),
+                json: record.json,
                 verbose: cli.verbose,
                 state_dir: PathBuf::from(STATE_DIR),
             };
@@ -712,12 +712,7 @@ fn main() -> ExitCode {
                         .filter(|c| !c.pass)
                         .map(|c| c.name.as_str())
                         .collect();
-                    if strict && !failed.is_empty() {
-                        eprintln!("harness: --strict: check(s) failed: {}", failed.join("; "));
-                        ExitCode::from(1)
-                    } else {
-                        ExitCode::SUCCESS
-                    }
+                    strict_exit(record.strict, &failed)
                 }
                 Err(e) => run_failed(e),
             }
