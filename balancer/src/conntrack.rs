@@ -1041,6 +1041,23 @@ mod tests {
         assert_eq!(seen, want);
     }
 
+    /// Flow `i` opened and closed by the server first at `t` seconds: it
+    /// ends in TIME_WAIT.
+    fn finished_flow(ct: &mut Conntrack, i: u32, t: u64) -> ConnId {
+        use Direction::*;
+        let id = ct.insert(secs(t), conn(i, Method::Nat)).unwrap();
+        for (dir, f) in [
+            (Input, SYN),
+            (Output, SYN_ACK),
+            (Input, ACK),
+            (Output, FIN_ACK),
+            (Input, FIN_ACK),
+        ] {
+            ct.update(id, secs(t), dir, f);
+        }
+        id
+    }
+
     /// A SYN flood into a table holding finished flows: the finished flows
     /// go first, a live handshake keeps its slot (closest-to-expiry alone
     /// evicted it first: SYN_RECV's 60 s is shorter than TIME_WAIT's 120 s).
@@ -1050,16 +1067,7 @@ mod tests {
         let mut ct = Conntrack::new(10, Timeouts::default(), 2).unwrap();
         // Five finished flows (server closed first: FIN_WAIT, then TIME_WAIT).
         for i in 0..5 {
-            let id = ct.insert(secs(0), conn(i, Method::Nat)).unwrap();
-            for (dir, f) in [
-                (Input, SYN),
-                (Output, SYN_ACK),
-                (Input, ACK),
-                (Output, FIN_ACK),
-                (Input, FIN_ACK),
-            ] {
-                ct.update(id, secs(0), dir, f);
-            }
+            let id = finished_flow(&mut ct, i, 0);
             assert_eq!(ct.get(id).unwrap().state, TcpState::TimeWait);
         }
         // A live handshake, then the flood fills the table.
@@ -1100,16 +1108,7 @@ mod tests {
         };
         syn(&mut ct, 0, 0);
         for i in 1..3 {
-            let id = ct.insert(secs(0), conn(i, Method::Nat)).unwrap();
-            for (dir, f) in [
-                (Input, SYN),
-                (Output, SYN_ACK),
-                (Input, ACK),
-                (Output, FIN_ACK),
-                (Input, FIN_ACK),
-            ] {
-                ct.update(id, secs(0), dir, f);
-            }
+            finished_flow(&mut ct, i, 0);
         }
         syn(&mut ct, 3, 4);
         // At 4 s flow 0 is not stale yet: a finished flow goes.
