@@ -109,12 +109,17 @@ pub fn find_interface(name: &str, role: &str) -> anyhow::Result<NetworkInterface
     }
 }
 
-/// First IPv4 address of an interface.
-pub fn first_ipv4(i: &NetworkInterface) -> Option<Ipv4Addr> {
-    i.ips.iter().find_map(|n| match n.ip() {
+/// The IPv4 addresses of an interface.
+pub fn ipv4_addrs(i: &NetworkInterface) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    i.ips.iter().filter_map(|n| match n.ip() {
         IpAddr::V4(a) => Some(a),
         IpAddr::V6(_) => None,
     })
+}
+
+/// First IPv4 address of an interface.
+pub fn first_ipv4(i: &NetworkInterface) -> Option<Ipv4Addr> {
+    ipv4_addrs(i).next()
 }
 
 fn hint(e: &io::Error) -> &'static str {

@@ -66,7 +66,7 @@ use super::control::{self, Command, Request};
 use super::early_drop::{self, Rule};
 use super::health::{self as checker, CheckResult};
 use super::heartbeat::HeartbeatSocket;
-use super::packet::{find_interface, wait_writable, IoMode, Port, PortOptions, Recv};
+use super::packet::{find_interface, ipv4_addrs, wait_writable, IoMode, Port, PortOptions, Recv};
 use super::sys::{self, Waker};
 use super::tables::Tables;
 
@@ -347,14 +347,7 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
 fn attach_early_drop(cfg: &Config) -> anyhow::Result<(Vec<OwnedFd>, String)> {
     let front = find_interface(&cfg.front_interface, "front")?;
     let back = find_interface(&cfg.back_interface, "back")?;
-    let own: Vec<Ipv4Addr> = back
-        .ips
-        .iter()
-        .filter_map(|n| match n.ip() {
-            std::net::IpAddr::V4(a) => Some(a),
-            std::net::IpAddr::V6(_) => None,
-        })
-        .collect();
+    let own: Vec<Ipv4Addr> = ipv4_addrs(&back).collect();
     let mut links = Vec::new();
     let mut said = Vec::new();
     for (role, iface, rule) in [
