@@ -499,11 +499,6 @@ pub struct RxRing {
     head: usize,
 }
 
-// SAFETY: the mapping belongs to this value alone (the socket it came from
-// is only used for sends and polls elsewhere); moving it to another thread
-// moves that ownership.
-unsafe impl Send for RxRing {}
-
 impl std::fmt::Debug for RxRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RxRing")
