@@ -514,12 +514,7 @@ impl<'a> Ctx<'a> {
         procs.stop_all();
         drop(_switch);
 
-        let load = LoadFigures {
-            conns: merged.counts.conns_attempted,
-            replies: merged.replies(),
-            errors: merged.errors_total(),
-            duration_s: merged.summary.test_duration_s,
-        };
+        let load = LoadFigures::of(&merged);
         let served = match (served_before, served_after) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,

@@ -353,7 +353,7 @@ pub(crate) struct Site<'a> {
 }
 
 impl Site<'_> {
-    fn log(&self, name: &str) -> PathBuf {
+    pub(crate) fn log(&self, name: &str) -> PathBuf {
         self.out.join("logs").join(format!("{}{name}", self.prefix))
     }
 }

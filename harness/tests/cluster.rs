@@ -9,8 +9,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use harness::cgroup::CgroupFlavor;
-use harness::discover::discover;
 use harness::experiment::RunRecord;
 use harness::state::STATE_DIR;
 use harness::topology::Role;
@@ -22,8 +20,7 @@ use common::harness;
 const BIN: &str = env!("CARGO_BIN_EXE_harness");
 
 fn assert_clean(when: &str) {
-    let inv = discover(CgroupFlavor::detect().ok().as_ref());
-    assert!(inv.is_empty(), "{when}: leftovers {inv:?}");
+    common::assert_no_leftovers(when);
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(
         !String::from_utf8_lossy(&netns.stdout).contains("bal-"),
