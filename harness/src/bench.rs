@@ -21,7 +21,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::{fmt_num, share, Versions, SERVICE_PORT};
+use crate::experiment::{fmt_num, share, RecordHead, SERVICE_PORT};
 use crate::net::{multicast_mac, Ipv4Net};
 use crate::plan::{bridge_name, front_iface, vip_drop_rule, NFT_TABLE, OFFLOADS_OFF};
 use crate::repeat::{by_config, median_of, spread_of};
@@ -1094,24 +1094,15 @@ pub fn render_table(spec: &BenchSpec, summary: &[TargetSummary], checks: &[Check
 /// The JSON record of one `bench-balancer`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchRecord {
-    /// Always [`BENCH_SCHEMA`].
-    pub schema: String,
+    /// Schema [`BENCH_SCHEMA`], topology, profile, versions, wall clock.
+    #[serde(flatten)]
+    pub head: RecordHead,
     /// The knobs.
     pub spec: BenchSpec,
-    /// Topology name.
-    pub topology: String,
-    /// Profile name.
-    pub profile: String,
-    /// Versions of tools, kernel and source.
-    pub versions: Versions,
     /// `haproxy -v` first line.
     pub haproxy_version: Option<String>,
     /// Host load average (1, 5, 15 min) at the start: others' work skews results.
     pub loadavg_at_start: Option<String>,
-    /// Wall clock at start, ms since the epoch.
-    pub started_unix_ms: u64,
-    /// Wall clock at the end.
-    pub finished_unix_ms: u64,
     /// Every run, in order.
     pub samples: Vec<Sample>,
     /// Medians per target.

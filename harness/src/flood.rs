@@ -28,7 +28,7 @@ use balancer::wire::{MacAddr, TcpFlags, ETH_HEADER_LEN};
 use serde::{Deserialize, Serialize};
 
 use crate::bench::{cmd, LoadFigures, NsCmd};
-use crate::experiment::{fmt_num, Versions};
+use crate::experiment::{fmt_num, RecordHead};
 use crate::net::Ipv4Net;
 use crate::plan::OFFLOADS_OFF;
 use crate::repeat::{by_config, median_count, median_of, spread_of};
@@ -986,24 +986,15 @@ pub fn render_table(spec: &FloodSpec, summary: &[PhaseSummary], checks: &[Check]
 /// The JSON record of one run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FloodRecord {
-    /// [`FLOOD_SCHEMA`].
-    pub schema: String,
+    /// Schema [`FLOOD_SCHEMA`], topology, profile, versions, wall clock.
+    #[serde(flatten)]
+    pub head: RecordHead,
     /// What was asked.
     pub spec: FloodSpec,
-    /// Topology name.
-    pub topology: String,
-    /// Profile name.
-    pub profile: String,
     /// The node the floods came from.
     pub flood_node: String,
     /// The spoofed sources: how many, of which subnet.
     pub spoofed: String,
-    /// Tool versions, commit, kernel.
-    pub versions: Versions,
-    /// Wall clock at the start, ms since the epoch.
-    pub started_unix_ms: u64,
-    /// Wall clock at the end.
-    pub finished_unix_ms: u64,
     /// Every run of every phase, in run order (round by round, baseline
     /// first in each); a run cut short keeps what it measured.
     pub phases: Vec<Phase>,

@@ -16,7 +16,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bench::{Layout, BENCH_TOPOLOGY};
-use crate::bench_run::Undo;
-use crate::experiment::{run_dir_name, BalancerPlan, Method, RunSpec, ServerPlan, Stop};
+use crate::bench_run::{bench_plans, bench_run_spec, Undo};
+use crate::experiment::{BalancerPlan, RecordHead, RunSpec, ServerPlan};
 use crate::flood::{
     checks, counter_delta, cpu_cgroup, leg_setup, leg_teardown, parse_mac, parse_vm_rss,
     render_table, spoof_pool, stats_counters, summarize, FloodKind, FloodRecord, FloodSpec,
@@ -36,8 +36,9 @@ use crate::plan::bridge_name;
 use crate::profile::Profile;
 use crate::repeat::schedule;
 use crate::run::{
-    balancer_stats, make_run_dir, progress, run_loadgens, start_balancers, start_servers, unix_ms,
-    versions, with_testbed, write_json, Binaries, RunError, Site, TestbedUse, SERVER_READY_TIMEOUT,
+    balancer_stats, make_run_dir, progress, publish_table, run_loadgens, start_balancers,
+    start_servers, unix_ms, versions, with_testbed, write_json, BenchPaths, Binaries, RunError,
+    Site, SERVER_READY_TIMEOUT,
 };
 use crate::supervise::{check_interrupt, io_err, log_tail, spawn_logged, wait_ready, Procs};
 use crate::testbed::Testbed;
@@ -57,21 +58,8 @@ pub struct FloodOptions {
     pub spec: FloodSpec,
     /// Testbed profile (`unconstrained` by default).
     pub profile: String,
-    /// Directory of loadgen, realserver, balancer.
-    pub bin_dir: PathBuf,
-    /// Run directory.
-    pub out_dir: PathBuf,
-    /// Where the JSON record goes (default `out_dir/flood.json`).
-    pub json: Option<PathBuf>,
-    /// Echo testbed commands.
-    pub verbose: bool,
-    /// State directory of the testbed.
-    pub state_dir: PathBuf,
-}
-
-/// `results/flood-<UTC timestamp>`.
-pub fn default_out_dir() -> PathBuf {
-    PathBuf::from("results").join(run_dir_name(unix_ms() / 1000).replacen("run", "flood", 1))
+    /// Binaries, run directory, record (default `flood.json` in the run directory).
+    pub paths: BenchPaths,
 }
 
 fn results_err(what: impl Into<String>) -> impl FnOnce(String) -> RunError {
@@ -90,14 +78,8 @@ pub fn flood(opts: &FloodOptions) -> Result<FloodRecord, RunError> {
     let profile = Profile::load(&opts.profile)
         .map_err(|e| results_err(format!("--profile {}", opts.profile))(e.to_string()))?;
     let layout = Layout::of(&topology).map_err(|e| results_err("testbed layout")(e.to_string()))?;
-    let bins = Binaries::find(&opts.bin_dir)?;
-    let u = TestbedUse {
-        topology: &topology,
-        profile: &profile,
-        state_dir: &opts.state_dir,
-        verbose: opts.verbose,
-        keep_up: false,
-    };
+    let bins = Binaries::find(&opts.paths.bin_dir)?;
+    let u = opts.paths.testbed_use(&topology, &profile);
     with_testbed(&u, |tb, flag| {
         let mut ctx = Ctx::new(tb, &bins, opts, &topology, &profile, layout, flag)?;
         ctx.run()
@@ -133,7 +115,7 @@ impl<'a> Ctx<'a> {
         layout: Layout,
         flag: &'a AtomicBool,
     ) -> Result<Ctx<'a>, RunError> {
-        let out = make_run_dir(&opts.out_dir, &["stats"])?;
+        let out = make_run_dir(&opts.paths.out_dir, &["stats"])?;
         let (legit, flood_node) = match layout.clients.split_last() {
             Some((last, rest)) if !rest.is_empty() => (rest.to_vec(), last.clone()),
             _ => {
@@ -149,25 +131,11 @@ impl<'a> Ctx<'a> {
             .ok_or_else(|| results_err("testbed layout")("no segment holds the VIP".into()))?;
         let spec = &opts.spec;
         let run_spec = RunSpec {
-            topology: topology.clone(),
-            profile: profile.clone(),
-            bi_active: false,
-            method: Method::Nat,
-            scheduler: "rr".into(),
             rate: Some(spec.rate),
-            stop: Stop::DurationS(spec.seconds),
             clients: legit.len(),
-            timeout_s: spec.timeout_s,
-            server_threads: 1,
-            client_threads: 1,
-            health_checks: false,
-            concurrency: None,
+            ..bench_run_spec(topology, profile, &layout, spec.seconds, spec.timeout_s)
         };
-        let mut lb = run_spec
-            .balancers()?
-            .into_iter()
-            .find(|b| b.node == layout.lb)
-            .ok_or_else(|| results_err("balancer plan")(format!("no plan for {}", layout.lb)))?;
+        let (mut lb, rs) = bench_plans(&run_spec, &layout)?;
         lb.config.table_size = spec.table_size;
         lb.config.timeouts.syn_recv = spec.syn_recv_timeout_s;
         lb.config
@@ -179,11 +147,6 @@ impl<'a> Ctx<'a> {
             topology.name,
             lb.config.to_toml_string()
         );
-        let rs = run_spec
-            .servers()
-            .into_iter()
-            .find(|s| s.node == layout.rs)
-            .ok_or_else(|| results_err("real server plan")(format!("no plan for {}", layout.rs)))?;
         Ok(Ctx {
             tb,
             bins,
@@ -241,30 +204,28 @@ impl<'a> Ctx<'a> {
             target.sources.last().map_or("?".into(), |a| a.to_string()),
         ));
         let mut record = FloodRecord {
-            schema: FLOOD_SCHEMA.into(),
+            head: RecordHead {
+                schema: FLOOD_SCHEMA.into(),
+                topology: self.topology.name.clone(),
+                profile: self.profile.clone(),
+                versions: versions(self.bins),
+                started_unix_ms: started,
+                finished_unix_ms: started,
+            },
             spec: self.opts.spec.clone(),
-            topology: self.topology.name.clone(),
-            profile: self.profile.clone(),
             flood_node: self.flood_node.clone(),
             spoofed: format!(
                 "{} addresses of {} not held by any node",
                 target.sources.len(),
                 self.layout.client_net
             ),
-            versions: versions(self.bins),
-            started_unix_ms: started,
-            finished_unix_ms: started,
             phases: Vec::new(),
             summary: Vec::new(),
             checks: Vec::new(),
             table: String::new(),
             complete: false,
         };
-        let json_path = self
-            .opts
-            .json
-            .clone()
-            .unwrap_or_else(|| self.out.join("flood.json"));
+        let json_path = self.opts.paths.record_path(&self.out, "flood.json");
         let order = self.opts.spec.phase_order();
         let runs = schedule(self.opts.spec.repeat, &order);
         for (i, &(round, kind)) in runs.iter().enumerate() {
@@ -292,19 +253,14 @@ impl<'a> Ctx<'a> {
             record.phases.push(p);
             record.summary = summarize(&record.phases, &order);
             record.checks = checks(&record.summary);
-            record.finished_unix_ms = unix_ms();
+            record.head.finished_unix_ms = unix_ms();
             write_json(&record, &json_path)?;
         }
         procs.stop_all();
         record.complete = true;
         record.table = render_table(&self.opts.spec, &record.summary, &record.checks);
         write_json(&record, &json_path)?;
-        let table_path = self.out.join("table.txt");
-        loadgen::json_out::write_bytes_atomic(record.table.as_bytes(), &table_path)
-            .map_err(io_err(format!("writing {}", table_path.display())))?;
-        let mut stdout = io::stdout().lock();
-        let _ = write!(stdout, "{}", record.table);
-        let _ = stdout.flush();
+        publish_table(&self.out, &record.table)?;
         progress(format!("result written to {}", json_path.display()));
         Ok(record)
     }

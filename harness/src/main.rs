@@ -58,6 +58,19 @@ struct RecordArgs {
     strict: bool,
 }
 
+impl RecordArgs {
+    /// Where the benchmark `command` reads and writes: the defaults filled in.
+    fn paths(&self, command: &str, verbose: bool) -> harness::run::BenchPaths {
+        harness::run::BenchPaths {
+            bin_dir: self.bin_dir.clone().unwrap_or_else(runner::default_bin_dir),
+            out_dir: (self.out_dir.clone()).unwrap_or_else(|| runner::default_out_dir(command)),
+            json: self.json.clone(),
+            verbose,
+            state_dir: PathBuf::from(STATE_DIR),
+        }
+    }
+}
+
 /// Exit status of a benchmark: 1 with `--strict` when one of `failed` (the
 /// names of failed checks) exists, else success.
 fn strict_exit(strict: bool, failed: &[&str]) -> ExitCode {
@@ -690,11 +703,7 @@ fn main() -> ExitCode {
                     timeout_s: timeout,
                     server_threads,
                 },
-                bin_dir: record.bin_dir.unwrap_or_else(runner::default_bin_dir),
-                out_dir: record.out_dir.unwrap_or_else(bench_run::default_out_dir),
-                json: record.json,
-                verbose: cli.verbose,
-                state_dir: PathBuf::from(STATE_DIR),
+                paths: record.paths("bench-balancer", cli.verbose),
             };
             match bench_run::bench(&opts) {
                 Ok(rec) => {
@@ -748,13 +757,7 @@ fn main() -> ExitCode {
             let opts = harness::flood_run::FloodOptions {
                 spec,
                 profile,
-                bin_dir: record.bin_dir.unwrap_or_else(runner::default_bin_dir),
-                out_dir: record
-                    .out_dir
-                    .unwrap_or_else(harness::flood_run::default_out_dir),
-                json: record.json,
-                verbose: cli.verbose,
-                state_dir: PathBuf::from(STATE_DIR),
+                paths: record.paths("flood", cli.verbose),
             };
             match harness::flood_run::flood(&opts) {
                 Ok(rec) => {
