@@ -64,6 +64,16 @@ pub struct ProcessInfo {
     pub rx_oversize: u64,
     /// Receive errors other than timeouts.
     pub rx_errors: u64,
+    /// Frames the kernel dropped in front of front's packet socket (its
+    /// buffer or ring was full): the balancer never saw them.
+    #[serde(default)]
+    pub rx_dropped_front: u64,
+    /// The same on back.
+    #[serde(default)]
+    pub rx_dropped_back: u64,
+    /// The frame I/O path (`--io`).
+    #[serde(default)]
+    pub io: String,
     /// ARP requests sent on back.
     pub arp_requests: u64,
     /// ARP frames read on back (not given to the engine).
@@ -110,8 +120,9 @@ pub fn format_status(d: &StatusDoc) -> String {
     );
     let _ = writeln!(
         o,
-        "Process: pid {}, up {:.1} s, rx {:.0} pps, tx {:.0} pps, cpu {:.3} s ({:.0} ns per frame in, {:.0} ns per packet out)",
-        p.pid, p.uptime_secs, p.rx_pps, p.tx_pps, p.cpu_secs, p.cpu_ns_per_packet_in, p.cpu_ns_per_packet_out
+        "Process: pid {}, up {:.1} s, rx {:.0} pps, tx {:.0} pps, cpu {:.3} s ({:.0} ns per frame in, {:.0} ns per packet out){}",
+        p.pid, p.uptime_secs, p.rx_pps, p.tx_pps, p.cpu_secs, p.cpu_ns_per_packet_in, p.cpu_ns_per_packet_out,
+        if p.io.is_empty() { String::new() } else { format!(", io {}", p.io) }
     );
     let errs = [
         ("tx_errors_front", p.tx_errors_front),
@@ -123,6 +134,8 @@ pub fn format_status(d: &StatusDoc) -> String {
         ("tun_errors", p.tun_errors),
         ("rx_oversize", p.rx_oversize),
         ("rx_errors", p.rx_errors),
+        ("rx_dropped_front", p.rx_dropped_front),
+        ("rx_dropped_back", p.rx_dropped_back),
     ];
     if errs.iter().any(|(_, v)| *v > 0) {
         let _ = writeln!(o, "I/O errors:");
@@ -237,6 +250,8 @@ mod tests {
                 pid: 42,
                 uptime_secs: 1.5,
                 rx_errors: 3,
+                rx_dropped_front: 5,
+                io: "ring".into(),
                 unresolved: vec!["real[0] 10.1.0.2".into()],
                 ..Default::default()
             },
@@ -267,6 +282,8 @@ mod tests {
         assert!(t.contains("  -> 10.1.0.2:80"), "{t}");
         assert!(t.contains("Process: pid 42, up 1.5 s"), "{t}");
         assert!(t.contains("rx_errors"), "{t}");
+        assert!(t.contains("per packet out), io ring"), "{t}");
+        assert!(t.contains("rx_dropped_front                  5"), "{t}");
         assert!(t.contains("unresolved: real[0] 10.1.0.2"), "{t}");
     }
 

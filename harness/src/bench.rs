@@ -72,19 +72,24 @@ pub enum Target {
     /// takes every handled frame through IP input to its own drop (the
     /// fallback path, and the A/B of the early drop).
     LateDrop,
+    /// The user-space balancer with `--io mmsg` (recvmmsg into its own
+    /// buffers instead of the default receive rings: the fallback path, and
+    /// the A/B of the rings).
+    Mmsg,
 }
 
 impl Target {
     /// Every target, in table order.
-    pub const ALL: [Target; 5] = [
+    pub const ALL: [Target; 6] = [
         Target::Balancer,
         Target::Nftables,
         Target::Haproxy,
         Target::Direct,
         Target::LateDrop,
+        Target::Mmsg,
     ];
 
-    /// Lowercase name (`balancer`, `nftables`, `haproxy`, `direct`, `late-drop`).
+    /// Lowercase name (`balancer`, `nftables`, `haproxy`, `direct`, `late-drop`, `mmsg`).
     pub fn as_str(self) -> &'static str {
         match self {
             Target::Balancer => "balancer",
@@ -92,6 +97,7 @@ impl Target {
             Target::Haproxy => "haproxy",
             Target::Direct => "direct",
             Target::LateDrop => "late-drop",
+            Target::Mmsg => "mmsg",
         }
     }
 
@@ -103,6 +109,7 @@ impl Target {
             Target::Haproxy => "HAProxy mode tcp, nbthread 1, on VIP:80 in the LB node",
             Target::Direct => "clients -> router -> rs1 address (LB bypassed)",
             Target::LateDrop => "balancer with --early-drop off (the LB kernel drops in IP input)",
+            Target::Mmsg => "balancer with --io mmsg (recvmmsg instead of receive rings)",
         }
     }
 }
@@ -389,7 +396,7 @@ pub fn setup_steps(t: Target, l: &Layout, lb_front_mac: &str, nft_file: &Path) -
         )
     };
     match t {
-        Target::Balancer | Target::LateDrop => vec![],
+        Target::Balancer | Target::LateDrop | Target::Mmsg => vec![],
         Target::Nftables => vec![
             unicast(),
             flush_prerouting(l, "let VIP packets from front reach the kernel"),
@@ -506,7 +513,7 @@ pub fn teardown_steps(t: Target, l: &Layout) -> Vec<NsCmd> {
         )
     };
     match t {
-        Target::Balancer | Target::LateDrop => vec![],
+        Target::Balancer | Target::LateDrop | Target::Mmsg => vec![],
         Target::Nftables => vec![
             cmd(
                 &l.lb,

@@ -450,12 +450,12 @@ impl<'a> Ctx<'a> {
             teardown_steps(t, &l),
         )?;
         let fwd: Option<(usize, &str)> = match t {
-            Target::Balancer | Target::LateDrop => {
+            Target::Balancer | Target::LateDrop | Target::Mmsg => {
                 let lbs = [self.lb.clone()];
-                let extra: &[&str] = if t == Target::LateDrop {
-                    &["--early-drop", "off"]
-                } else {
-                    &[]
+                let extra: &[&str] = match t {
+                    Target::LateDrop => &["--early-drop", "off"],
+                    Target::Mmsg => &["--io", "mmsg"],
+                    _ => &[],
                 };
                 start_balancers_with(site, &lbs, extra, &mut procs)?;
                 Some((1, "balancer"))
@@ -503,7 +503,7 @@ impl<'a> Ctx<'a> {
         )?;
         let after = self.snapshot(fwd_pid)?;
         let served_after = self.rs_requests();
-        if matches!(t, Target::Balancer | Target::LateDrop) {
+        if matches!(t, Target::Balancer | Target::LateDrop | Target::Mmsg) {
             if let Ok(v) = balancer_stats(&self.lb) {
                 let p = self.out.join("stats").join(format!("{tag}.balancer.json"));
                 let _ = fs::write(p, v.to_string());

@@ -26,31 +26,15 @@ pub const CONTROL_PORT: u16 = 9100;
 /// Schema identifier of the JSON result.
 pub const RESULT_SCHEMA: &str = "harness-run/1";
 
-/// How the balancer reaches its real servers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// LVS-NAT through `back` (the real server's gateway is its LB).
-    Nat,
-    /// LVS-DR (real servers hold the VIP on `lo`; `1lb-1rs-dr`).
-    Dr,
-}
+/// How the balancer reaches its real servers: the one `Method` of the
+/// workspace, shared with the reports ("nat" / "dr" in every file).
+pub use reports::model::Method;
 
-impl Method {
-    /// Lowercase name (`nat`, `dr`), as in the balancer's TOML.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Nat => "nat",
-            Method::Dr => "dr",
-        }
-    }
-
-    /// The balancer's forwarding setting for this method.
-    pub fn forwarding(self) -> Forwarding {
-        match self {
-            Method::Nat => Forwarding::Nat,
-            Method::Dr => Forwarding::Dr,
-        }
+/// The balancer's forwarding setting for `method`.
+pub fn forwarding(method: Method) -> Forwarding {
+    match method {
+        Method::Nat => Forwarding::Nat,
+        Method::Dr => Forwarding::Dr,
     }
 }
 
@@ -482,7 +466,7 @@ impl RunSpec {
                     })
                     .collect(),
                 scheduler,
-                forwarding: self.method.forwarding(),
+                forwarding: forwarding(self.method),
                 timeouts: Default::default(),
                 table_size: balancer::config::DEFAULT_TABLE_SIZE,
                 verify_checksums: true,

@@ -166,14 +166,16 @@ enum Cmd {
     /// direct path, in one testbed, connection per request; table + JSON.
     #[command(
         long_about = "Compare, in one testbed (topology 1lb-1rs, profile unconstrained) and one invocation, \
-the connection-per-request reply rate and the packets per second through the load balancer node of five paths \
+the connection-per-request reply rate and the packets per second through the load balancer node of six paths \
 from the client hosts to the real server rs1:\n\
   (1) balancer  the user-space balancer, LVS-NAT, bi-active off (every flow to rs1)\n\
   (2) nftables  the LB node's kernel forwards, nftables DNAT VIP:80 -> rs1 (conntrack un-NATs the replies)\n\
   (3) haproxy   HAProxy mode tcp, nbthread 1, listening on VIP:80 in the LB node\n\
   (4) direct    clients -> router -> rs1's own address (the LB is bypassed)\n\
   (5) late-drop the balancer with --early-drop off: the LB kernel takes each handled frame through IP input to its \
-own drop (the fallback path; (1) / (5) is the early drop's gain)\n\n\
+own drop (the fallback path; (1) / (5) is the early drop's gain)\n\
+  (6) mmsg      the balancer with --io mmsg: recvmmsg(2) into its own buffers instead of the TPACKET_V2 receive \
+rings of (1) (the fallback path; (1) / (6) is the rings' gain)\n\n\
 Load: loadgen on every client host, closed loop, one request per connection (--concurrency N --num-calls 1), \
 for --seconds; --repeat rounds, the configs alternating within each round; medians are reported. Before every run \
 TIME_WAIT sockets are flushed in every node (`ss -K`) and rs1's server is restarted.\n\n\

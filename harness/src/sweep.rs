@@ -84,10 +84,7 @@ impl Config {
     pub fn get(name: &str) -> Option<Config> {
         let name = *TABLE_I.iter().find(|n| **n == name)?;
         let k = ConfigKind::parse(name)?;
-        let method = match k.method {
-            reports::model::Method::Nat => Method::Nat,
-            reports::model::Method::Dr => Method::Dr,
-        };
+        let method = k.method;
         let topology = match (k.lbs, method) {
             (1, Method::Nat) => "1lb-1rs",
             (1, Method::Dr) => "1lb-1rs-dr",

@@ -193,8 +193,7 @@ pub struct ConfigKind {
     pub method: Method,
 }
 
-/// Forwarding method of a configuration. Serialised as "nat" / "dr", like
-/// `harness::experiment::Method`, which it can replace once harness depends on this crate.
+/// Forwarding method of a configuration (and of every harness run). Serialised as "nat" / "dr".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {

@@ -5,6 +5,7 @@
 //! * [`packet`]: one interface's pnet channel over our own AF_PACKET socket.
 //! * [`early_drop`]: the tcx ingress program that spares the node's kernel
 //!   the frames the balancer handles (pure encoding; loaded via `sys`).
+//! * [`ring`]: TPACKET_V2 receive ring geometry and slot headers (pure).
 //! * [`batch`]: recvmmsg/sendmmsg slots and send queues, and the pure
 //!   retry/drop policy for a partial batched send.
 //! * [`arp`]: real-server MAC resolution state (pure).
@@ -21,6 +22,7 @@ pub mod early_drop;
 pub mod health;
 pub mod heartbeat;
 pub mod packet;
+pub mod ring;
 pub mod runner;
 pub mod sys;
 pub mod tables;

@@ -13,6 +13,7 @@ use balancer::wire::MacAddr;
 use pnet::datalink::{self, Channel, DataLinkReceiver, DataLinkSender, NetworkInterface};
 
 use super::batch::{drain, Flushed, RETRY_WAIT};
+use super::ring::RingLayout;
 use super::sys;
 
 /// How frames are read and sent once pnet has set the channel up.
@@ -29,6 +30,23 @@ pub enum IoMode {
     /// preallocated slots, and the forwarded ones leave with one sendmmsg(2)
     /// per interface and batch (single frames, e.g. ARP, as `Direct`).
     Mmsg,
+    /// A TPACKET_V2 receive ring per interface, mapped into the process:
+    /// frames are read and rewritten in their ring slots (no system call
+    /// per read, no skb clone or queueing in the kernel) and the forwarded
+    /// ones leave from there with one sendmmsg(2) per interface and batch.
+    Ring,
+}
+
+impl IoMode {
+    /// The `--io` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoMode::Pnet => "pnet",
+            IoMode::Direct => "direct",
+            IoMode::Mmsg => "mmsg",
+            IoMode::Ring => "ring",
+        }
+    }
 }
 
 /// What one read attempt produced.
@@ -81,6 +99,8 @@ pub struct Port {
     pub tx: Box<dyn DataLinkSender>,
     /// Read/send path.
     pub io: IoMode,
+    /// The receive ring (`--io ring` only).
+    pub ring: Option<sys::RxRing>,
 }
 
 impl std::fmt::Debug for Port {
@@ -165,17 +185,30 @@ impl Port {
             ..Default::default()
         };
         match datalink::channel(&iface, cfg) {
-            Ok(Channel::Ethernet(tx, rx)) => Ok(Port {
-                role,
-                name: name.to_string(),
-                fd,
-                mac,
-                ipv4: first_ipv4(&iface),
-                rcvbuf,
-                rx,
-                tx,
-                io: o.io,
-            }),
+            Ok(Channel::Ethernet(tx, rx)) => {
+                let (ring, io) = match o.io {
+                    IoMode::Ring => match open_ring(fd, o, role, name) {
+                        Ok(r) => (Some(r), IoMode::Ring),
+                        Err(e) => {
+                            eprintln!("balancer: warning: {e:#}; {role} uses --io mmsg instead");
+                            (None, IoMode::Mmsg)
+                        }
+                    },
+                    io => (None, io),
+                };
+                Ok(Port {
+                    role,
+                    name: name.to_string(),
+                    fd,
+                    mac,
+                    ipv4: first_ipv4(&iface),
+                    rcvbuf,
+                    rx,
+                    tx,
+                    io,
+                    ring,
+                })
+            }
             Ok(_) => bail!("pnet returned a non-Ethernet channel for '{name}' ({role})"),
             Err(e) => bail!(
                 "cannot bind AF_PACKET socket to '{name}' ({role}): {e}{}",
@@ -204,7 +237,8 @@ impl Port {
                 }
                 Err(e) => Recv::Error(e),
             },
-            IoMode::Direct | IoMode::Mmsg => match sys::recv_frame(self.fd, buf) {
+            // (With a ring nothing reaches the socket's queue: the loop reads the ring.)
+            IoMode::Direct | IoMode::Mmsg | IoMode::Ring => match sys::recv_frame(self.fd, buf) {
                 Ok(Some(n)) if n > buf.len() => Recv::Oversize,
                 Ok(Some(n)) => Recv::Frame(n),
                 Ok(None) => Recv::Empty,
@@ -225,11 +259,28 @@ impl Port {
                     Some(r) => r.map(|()| 1),
                     None => Err(io::Error::other("pnet: frame larger than its write buffer")),
                 },
-                IoMode::Direct | IoMode::Mmsg => sys::send_frame(fd, frame).map(|()| 1),
+                IoMode::Direct | IoMode::Mmsg | IoMode::Ring => {
+                    sys::send_frame(fd, frame).map(|()| 1)
+                }
             },
             || wait_writable(fd),
         )
     }
+}
+
+/// Maps a receive ring of about `--rcvbuf` bytes whose slots hold
+/// `--frame-buffer` bytes, on the bound socket `fd`.
+fn open_ring(fd: RawFd, o: &PortOptions, role: &str, name: &str) -> anyhow::Result<sys::RxRing> {
+    let layout = RingLayout::new(o.frame_buffer, o.rcvbuf as usize, sys::page_size());
+    sys::rx_ring(fd, layout).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot set up a {} KiB receive ring ({} slots of {} bytes) on '{name}' ({role}): {e}{}",
+            layout.bytes() >> 10,
+            layout.frames(),
+            layout.frame_size,
+            hint(&e)
+        )
+    })
 }
 
 /// Waits at most [`RETRY_WAIT`] for room in `fd`'s send buffer (the

@@ -130,6 +130,9 @@ struct IoCounters {
     rx_errors: u64,
     arp_requests: u64,
     arp_seen: u64,
+    /// Frames the kernel dropped in front of the packet sockets (full
+    /// socket buffer or ring), front and back (PACKET_STATISTICS, per tick).
+    rx_dropped: [u64; 2],
 }
 
 impl IoCounters {
@@ -283,6 +286,14 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         "balancer: control endpoint http://{control_addr}/stats; sockets rcvbuf {} / {} bytes",
         front.rcvbuf, back.rcvbuf
     );
+    if let Some(r) = front.ring.as_ref().map(|r| r.layout()) {
+        eprintln!(
+            "balancer: receive rings (--io ring): {} slots of {} bytes ({} KiB) per interface",
+            r.frames(),
+            r.frame_size,
+            r.bytes() >> 10
+        );
+    }
     let ready_line = format!(
         "balancer: ready (front {}, back {}, vip {}, {} real servers, method {}, bi-active {})",
         cfg.front_interface,
@@ -301,13 +312,14 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
         );
     }
     let now = start;
+    let batch = batch_for(&front, &back, o.batch, o.port.frame_buffer);
     let mut l = Loop {
         bal,
         front,
         back,
         tun,
         buf: vec![0; o.port.frame_buffer],
-        batch: (o.port.io == IoMode::Mmsg).then(|| Batch::new(o.batch, o.port.frame_buffer)),
+        batch,
         batch_size: o.batch.clamp(1, MAX_BATCH),
         io: IoCounters::default(),
         resolver: Resolver::new(&cfg, ARP_INTERVAL),
@@ -339,6 +351,19 @@ pub fn run(cfg: Config, o: RunOptions) -> anyhow::Result<()> {
     l.run()?;
     l.summary();
     Ok(())
+}
+
+/// The batch state the ports' read paths need: receive slots for
+/// recvmmsg(2) when a port uses it (with rings frames stay in their ring
+/// slots: headers and send queues only), none for per-frame I/O.
+fn batch_for(front: &Port, back: &Port, size: usize, frame_buffer: usize) -> Option<Batch> {
+    match (front.io, back.io) {
+        (IoMode::Ring, IoMode::Ring) => Some(Batch::new(size, 0)),
+        (IoMode::Mmsg | IoMode::Ring, _) | (_, IoMode::Mmsg | IoMode::Ring) => {
+            Some(Batch::new(size, frame_buffer))
+        }
+        _ => None,
+    }
 }
 
 /// Attaches the early drop to front (frames to the VIP) and back (TCP/ICMP
@@ -528,6 +553,43 @@ fn tun_write(
     }
 }
 
+/// The batched paths' per-frame work: the engine's verdict on a frame,
+/// then forwards queued per interface for one sendmmsg(2) each and local
+/// deliveries written to the TUN.
+struct Pipeline<'a> {
+    bal: &'a mut Balancer,
+    resolver: &'a mut Resolver,
+    io: &'a mut IoCounters,
+    tun: Option<&'a mut File>,
+    logged_tun: &'a mut bool,
+    /// Frames to send as (offset in the batch's buffer or the ring, length), front = 0, back = 1.
+    txq: &'a mut [Vec<(usize, usize)>; 2],
+}
+
+impl Pipeline<'_> {
+    /// Takes `frame`, read on `which` and starting at `at` in its buffer.
+    fn frame(&mut self, which: Iface, now: Duration, frame: &mut [u8], at: usize) {
+        let Some(action) = decide(self.bal, self.resolver, self.io, which, now, frame) else {
+            return;
+        };
+        match action {
+            // The engine never grows a frame; a longer length would be a bug: drop.
+            Action::Forward { iface, len } if len <= frame.len() => {
+                self.txq[usize::from(iface == Iface::Back)].push((at, len));
+            }
+            Action::Forward { iface, .. } => self.io.tx_lost(iface, ONE_OTHER),
+            Action::DeliverLocal { offset, len } => tun_write(
+                self.tun.as_deref_mut(),
+                frame,
+                (offset, len),
+                self.io,
+                self.logged_tun,
+            ),
+            Action::Drop(_) => {}
+        }
+    }
+}
+
 impl Loop {
     fn run(&mut self) -> anyhow::Result<()> {
         let mut fds = [
@@ -615,6 +677,7 @@ impl Loop {
         };
         match io {
             IoMode::Mmsg => self.pump_batch(which),
+            IoMode::Ring => self.pump_ring(which),
             IoMode::Direct | IoMode::Pnet => self.pump_single(which),
         }
     }
@@ -702,52 +765,96 @@ impl Loop {
         b.stats.rx_frames += n as u64;
         let now = self.start.elapsed();
         let slot = b.slot;
+        let mut p = Pipeline {
+            bal: &mut self.bal,
+            resolver: &mut self.resolver,
+            io: &mut self.io,
+            tun: self.tun.as_mut(),
+            logged_tun: &mut self.logged_tx_error[2],
+            txq: &mut b.txq,
+        };
         for i in 0..n {
             let rx = b.rx[i];
-            self.io.packets_in += 1;
+            p.io.packets_in += 1;
             if rx.truncated {
                 // Cut (offloads on?): never forward a partial frame.
-                self.io.rx_oversize += 1;
+                p.io.rx_oversize += 1;
                 continue;
             }
             let off = i * slot;
             let Some(frame) = b.bufs.get_mut(off..off + rx.len) else {
-                self.io.rx_oversize += 1;
+                p.io.rx_oversize += 1;
                 continue;
             };
-            let Some(action) = decide(
-                &mut self.bal,
-                &mut self.resolver,
-                &mut self.io,
-                which,
-                now,
-                frame,
-            ) else {
-                continue;
-            };
-            match action {
-                // The engine never grows a frame; a longer length would be a bug: drop.
-                Action::Forward { iface, len } if len <= rx.len => {
-                    b.txq[usize::from(iface == Iface::Back)].push((off, len));
-                }
-                Action::Forward { iface, .. } => self.io.tx_lost(iface, ONE_OTHER),
-                Action::DeliverLocal { offset, len } => tun_write(
-                    self.tun.as_mut(),
-                    frame,
-                    (offset, len),
-                    &mut self.io,
-                    &mut self.logged_tx_error[2],
-                ),
-                Action::Drop(_) => {}
-            }
+            p.frame(which, now, frame, off);
         }
-        self.flush(Iface::Front);
-        self.flush(Iface::Back);
+        self.flush(Iface::Front, None);
+        self.flush(Iface::Back, None);
+    }
+
+    /// Ring path: every frame the kernel has handed over (up to `--batch`)
+    /// through the engine in its slot, the forwards queued per interface and
+    /// flushed straight from the slots with one sendmmsg(2) each, then the
+    /// slots given back.
+    fn pump_ring(&mut self, which: Iface) {
+        let Some(b) = self.batch.as_mut() else {
+            return;
+        };
+        let port = match which {
+            Iface::Front => &mut self.front,
+            Iface::Back => &mut self.back,
+        };
+        let Some(ring) = port.ring.as_mut() else {
+            return;
+        };
+        let now = self.start.elapsed();
+        // Past the ring's size `frame` would come round to slots taken already.
+        let most = b.size().min(ring.layout().frames());
+        let mut taken = 0;
+        let mut p = Pipeline {
+            bal: &mut self.bal,
+            resolver: &mut self.resolver,
+            io: &mut self.io,
+            tun: self.tun.as_mut(),
+            logged_tun: &mut self.logged_tx_error[2],
+            txq: &mut b.txq,
+        };
+        while taken < most {
+            let Some(f) = ring.frame(taken) else {
+                break;
+            };
+            let k = taken;
+            taken += 1;
+            p.io.packets_in += 1;
+            if f.cut {
+                // Cut (offloads on?): never forward a partial frame.
+                p.io.rx_oversize += 1;
+                continue;
+            }
+            let at = ring.offset_of(k, &f);
+            p.frame(which, now, ring.bytes_mut(k, &f), at);
+        }
+        if taken == 0 {
+            return;
+        }
+        b.stats.rx_calls += 1;
+        b.stats.rx_frames += taken as u64;
+        self.flush(Iface::Front, Some(which));
+        self.flush(Iface::Back, Some(which));
+        let port = match which {
+            Iface::Front => &mut self.front,
+            Iface::Back => &mut self.back,
+        };
+        if let Some(ring) = port.ring.as_mut() {
+            ring.release(taken);
+        }
     }
 
     /// Sends one interface's queued frames (sendmmsg; partial sends, EAGAIN
-    /// and ENOBUFS retried within bounds, see [`drain`]) and empties the queue.
-    fn flush(&mut self, iface: Iface) {
+    /// and ENOBUFS retried within bounds, see [`drain`]) and empties the
+    /// queue. The frames are in the batch's buffer, or with `ring` in the
+    /// receive ring of that interface.
+    fn flush(&mut self, iface: Iface, ring: Option<Iface>) {
         let Some(b) = self.batch.as_mut() else {
             return;
         };
@@ -759,10 +866,18 @@ impl Loop {
             Iface::Front => &self.front,
             Iface::Back => &self.back,
         };
+        let ring = match ring {
+            Some(Iface::Front) => self.front.ring.as_ref(),
+            Some(Iface::Back) => self.back.ring.as_ref(),
+            None => None,
+        };
         let (q, msgs, bufs) = (&b.txq[i], &mut b.tx_msgs, &b.bufs);
         let f = drain(
             q.len(),
-            |start| sys::send_frames(port.fd, msgs, bufs, &q[start..]),
+            |start| match ring {
+                Some(r) => r.send(port.fd, msgs, &q[start..]),
+                None => sys::send_frames(port.fd, msgs, bufs, &q[start..]),
+            },
             || wait_writable(port.fd),
         );
         b.txq[i].clear();
@@ -994,6 +1109,12 @@ impl Loop {
     fn on_tick(&mut self) {
         let now = self.start.elapsed();
         self.bal.tick(now);
+        for (i, port) in [&self.front, &self.back].into_iter().enumerate() {
+            // Reading resets the kernel's count: add it up here.
+            if let Ok(n) = sys::packet_drops(port.fd) {
+                self.io.rx_dropped[i] += n;
+            }
+        }
         let ips = self.resolver.due(now);
         if !ips.is_empty() {
             let src = self.back.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
@@ -1093,6 +1214,9 @@ impl Loop {
             tun_errors: io.tun_errors,
             rx_oversize: io.rx_oversize,
             rx_errors: io.rx_errors,
+            rx_dropped_front: io.rx_dropped[0],
+            rx_dropped_back: io.rx_dropped[1],
+            io: self.front.io.name().to_string(),
             arp_requests: io.arp_requests,
             arp_seen: io.arp_seen,
             unresolved: self.resolver.unresolved(),
@@ -1142,11 +1266,18 @@ impl Loop {
             } else {
                 st.rx_frames as f64 / st.rx_calls as f64
             };
+            let reads = if self.front.io == IoMode::Ring {
+                "ring reads"
+            } else {
+                "recvmmsg calls"
+            };
             eprintln!(
-                "balancer: batches of up to {}: {} recvmmsg calls ({avg:.1} frames each), {} sendmmsg calls",
+                "balancer: batches of up to {}: {} {reads} ({avg:.1} frames each), {} sendmmsg calls; {} + {} frames dropped by the kernel in front of the sockets (front + back)",
                 b.size(),
                 st.rx_calls,
-                st.tx_calls
+                st.tx_calls,
+                self.io.rx_dropped[0],
+                self.io.rx_dropped[1]
             );
         }
     }

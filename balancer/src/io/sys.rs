@@ -10,6 +10,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::ring::{RingFrame, RingLayout};
+
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r == -1 {
         Err(io::Error::last_os_error())
@@ -429,13 +431,30 @@ pub fn send_frames(
     buf: &[u8],
     frames: &[(usize, usize)],
 ) -> io::Result<usize> {
+    // SAFETY: `buf` is borrowed for the whole call, so all of it stays
+    // readable and unchanged while sendmmsg reads it.
+    unsafe { send_region(fd, m, buf.as_ptr(), buf.len(), frames) }
+}
+
+/// [`send_frames`] over `len` bytes at `base`.
+///
+/// # Safety
+/// Every range of `frames` that lies inside `base..base + len` must be
+/// readable and not written by anyone for the duration of the call.
+unsafe fn send_region(
+    fd: RawFd,
+    m: &mut MsgVec,
+    base: *const u8,
+    len: usize,
+    frames: &[(usize, usize)],
+) -> io::Result<usize> {
     let mut n = 0;
-    for &(off, len) in frames.iter().take(m.capacity()) {
-        let Some(frame) = off.checked_add(len).and_then(|end| buf.get(off..end)) else {
+    for &(off, flen) in frames.iter().take(m.capacity()) {
+        if off.checked_add(flen).is_none_or(|end| end > len) {
             break;
-        };
-        // sendmmsg only reads through the pointer.
-        m.point(n, frame.as_ptr().cast_mut().cast(), frame.len());
+        }
+        // sendmmsg only reads through the pointer; `off` is inside the region.
+        m.point(n, base.wrapping_add(off).cast_mut().cast(), flen);
         n += 1;
     }
     if n == 0 {
@@ -446,9 +465,10 @@ pub fn send_frames(
             Err(io::ErrorKind::InvalidInput.into())
         };
     }
-    // SAFETY: headers 0..n point at iovecs of `m` describing ranges of
-    // `buf`, borrowed for the duration of the call; the kernel only reads
-    // them (and writes `msg_len` into the headers we own).
+    // SAFETY: headers 0..n point at iovecs of `m` describing ranges inside
+    // the region, which the caller keeps readable and unchanged during the
+    // call; the kernel only reads them (and writes `msg_len` into the
+    // headers we own).
     let r = unsafe {
         libc::sendmmsg(
             fd,
@@ -461,6 +481,189 @@ pub fn send_frames(
         return Err(io::Error::last_os_error());
     }
     Ok((r as usize).min(n))
+}
+
+/// A TPACKET_V2 receive ring of a packet socket, mapped into this process
+/// (`--io ring`; geometry and header reading in [`super::ring`]).
+///
+/// Slots are handed over in order: the kernel fills slot after slot and
+/// sets each one's status word to "user"; [`RxRing::frame`] looks at the
+/// slots from the read head on, and [`RxRing::release`] gives the oldest
+/// ones back (status "kernel") and moves the head. While a slot is ours
+/// the kernel neither reads nor writes it, so its bytes can be borrowed
+/// mutably, rewritten and sent from.
+pub struct RxRing {
+    base: std::ptr::NonNull<u8>,
+    layout: RingLayout,
+    /// Next slot to read (counts up forever; taken modulo the ring).
+    head: usize,
+}
+
+impl std::fmt::Debug for RxRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RxRing")
+            .field("layout", &self.layout)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sets up a TPACKET_V2 receive ring of `layout` on the packet socket `fd`
+/// (bound or not) and maps it. From then on received frames go to the ring,
+/// no longer to the socket's queue.
+pub fn rx_ring(fd: RawFd, layout: RingLayout) -> io::Result<RxRing> {
+    let v2 = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
+    setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_VERSION, v2)?;
+    let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "ring too large");
+    let c = |v: usize| libc::c_uint::try_from(v).map_err(|_| too_big());
+    let req = libc::tpacket_req {
+        tp_block_size: c(layout.block_size)?,
+        tp_block_nr: c(layout.blocks)?,
+        tp_frame_size: c(layout.frame_size)?,
+        tp_frame_nr: c(layout.frames())?,
+    };
+    // SAFETY: `req` lives across the call and the length matches its type.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_RX_RING,
+            (&req as *const libc::tpacket_req).cast(),
+            std::mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: a fresh shared mapping of the ring the kernel just allocated
+    // for `fd`, of exactly its size; the result is checked before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            layout.bytes(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let base = std::ptr::NonNull::new(p.cast::<u8>())
+        .ok_or_else(|| io::Error::other("mmap returned null"))?;
+    Ok(RxRing {
+        base,
+        layout,
+        head: 0,
+    })
+}
+
+impl RxRing {
+    /// The ring's geometry.
+    pub fn layout(&self) -> RingLayout {
+        self.layout
+    }
+
+    /// The status word of slot `i` (modulo the ring).
+    fn status(&self, i: usize) -> &AtomicU32 {
+        let off = self.layout.slot_offset(i);
+        // SAFETY: `off` is a slot start inside the mapping, 16-byte aligned
+        // (page-aligned blocks, slot sizes multiple of 16), and the first 4
+        // bytes of a slot are the status word the kernel also accesses
+        // atomically; the mapping lives as long as `self`.
+        unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    /// The frame in the `k`-th slot from the read head, if the kernel has
+    /// handed it over (slots are handed over in order, so the first slot
+    /// that is not ours ends a batch).
+    pub fn frame(&self, k: usize) -> Option<RingFrame> {
+        let i = self.head + k;
+        let status = self.status(i).load(Ordering::Acquire);
+        if status & super::ring::STATUS_USER == 0 {
+            return None;
+        }
+        let off = self.layout.slot_offset(i);
+        // SAFETY: the slot is ours (status read with Acquire above), so the
+        // kernel's writes to its header are visible and it no longer
+        // writes it; the header is the first 32 bytes of the slot.
+        let h = unsafe { &*self.base.as_ptr().add(off).cast::<libc::tpacket2_hdr>() };
+        Some(super::ring::read_header(
+            status,
+            h.tp_len,
+            h.tp_snaplen,
+            h.tp_mac,
+            self.layout.frame_size,
+        ))
+    }
+
+    /// Offset in the mapping of the bytes of `f`, the `k`-th frame from the head.
+    pub fn offset_of(&self, k: usize, f: &RingFrame) -> usize {
+        self.layout.slot_offset(self.head + k) + f.data
+    }
+
+    /// The bytes of `f`, the `k`-th frame from the head, for reading and
+    /// rewriting in place. `f` must come from [`RxRing::frame`]`(k)` since
+    /// the last [`RxRing::release`].
+    pub fn bytes_mut(&mut self, k: usize, f: &RingFrame) -> &mut [u8] {
+        let start = self.offset_of(k, f);
+        debug_assert!(f.data + f.len <= self.layout.frame_size);
+        // SAFETY: `read_header` keeps `f.data + f.len` within the slot, the
+        // slot is ours until `release`, and `&mut self` keeps any other
+        // borrow of the ring out while this one lives.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(start), f.len) }
+    }
+
+    /// Sends frames given as (offset in the mapping, length), as
+    /// [`send_frames`] does from a buffer. Offsets must be those of frames
+    /// read since the last release (see [`RxRing::offset_of`]).
+    pub fn send(&self, fd: RawFd, m: &mut MsgVec, frames: &[(usize, usize)]) -> io::Result<usize> {
+        // SAFETY: the ranges the loop queues are frames read from slots that
+        // are ours until `release`, which needs `&mut self` and so cannot
+        // run during this call; the kernel does not write our slots.
+        unsafe { send_region(fd, m, self.base.as_ptr(), self.layout.bytes(), frames) }
+    }
+
+    /// Gives the `n` oldest slots back to the kernel and moves the head past them.
+    pub fn release(&mut self, n: usize) {
+        for k in 0..n {
+            self.status(self.head + k)
+                .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        }
+        self.head = self.head.wrapping_add(n) % self.layout.frames();
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `rx_ring`, unmapped once; no borrow of
+        // it outlives `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.layout.bytes()) };
+    }
+}
+
+/// The size of a memory page (4096 when the system does not say).
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let r = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(r).ok().filter(|&p| p > 0).unwrap_or(4096)
+}
+
+/// Frames the kernel dropped for the packet socket `fd` since the last call
+/// (PACKET_STATISTICS, which also resets the count): a full socket buffer or ring.
+pub fn packet_drops(fd: RawFd) -> io::Result<u64> {
+    // SAFETY: tpacket_stats is plain old data; all-zero is valid.
+    let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `st` and `len` live across the call and `len` is its size.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(u64::from(st.tp_drops))
 }
 
 /// `union bpf_attr`, zero-filled (the kernel refuses non-zero bytes past
