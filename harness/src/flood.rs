@@ -505,7 +505,8 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
 }
 
 /// The counters of a balancer `/stats` document a flood moves, flattened
-/// (`front_rx`, `drop.<reason>`, `conntrack.<counter>`, ...).
+/// (`front_rx`, `drop.<reason>`, `conntrack.<counter>`, and the frames the
+/// kernel dropped in front of its sockets, `rx_dropped_front`/`_back`).
 pub fn stats_counters(stats: &serde_json::Value) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for k in [
@@ -516,6 +517,15 @@ pub fn stats_counters(stats: &serde_json::Value) -> BTreeMap<String, u64> {
         "syn_recv_new_isn",
     ] {
         if let Some(v) = stats.get(k).and_then(serde_json::Value::as_u64) {
+            out.insert(k.to_string(), v);
+        }
+    }
+    let process = stats.get("process");
+    for k in ["rx_dropped_front", "rx_dropped_back"] {
+        if let Some(v) = process
+            .and_then(|p| p.get(k))
+            .and_then(serde_json::Value::as_u64)
+        {
             out.insert(k.to_string(), v);
         }
     }
@@ -967,6 +977,18 @@ pub fn render_table(spec: &FloodSpec, summary: &[PhaseSummary], checks: &[Check]
         let drops = input_drops(&p.counters);
         let _ = writeln!(s, "{} drops: {}", p.name, list(entries(&drops)));
         let _ = writeln!(s, "{} table: {}", p.name, list(ct));
+        let kernel = ["front", "back"].map(|k| {
+            let v = p.counters.get(&format!("rx_dropped_{k}")).copied();
+            (k, v.unwrap_or(0))
+        });
+        if kernel.iter().any(|(_, v)| *v > 0) {
+            let _ = writeln!(
+                s,
+                "{} dropped by the kernel before the balancer read them: {}",
+                p.name,
+                list(kernel)
+            );
+        }
         if !p.error_types.is_empty() {
             let _ = writeln!(
                 s,
@@ -1175,13 +1197,16 @@ mod tests {
             "front_rx": 10, "drops": {"malformed": 1}, "conntrack": {"inserted": 5}
         }));
         let after = stats_counters(&serde_json::json!({
-            "front_rx": 25, "drops": {"malformed": 4, "truncated": 2}, "conntrack": {"inserted": 5}
+            "front_rx": 25, "drops": {"malformed": 4, "truncated": 2}, "conntrack": {"inserted": 5},
+            "process": {"rx_dropped_front": 9, "pid": 42}
         }));
         let d = counter_delta(&before, &after);
         assert_eq!(d.get("front_rx"), Some(&15));
         assert_eq!(d.get("drop.malformed"), Some(&3));
         assert_eq!(d.get("drop.truncated"), Some(&2));
         assert_eq!(d.get("conntrack.inserted"), None);
+        assert_eq!(d.get("rx_dropped_front"), Some(&9));
+        assert_eq!(d.get("pid"), None);
     }
 
     fn phase(name: &str, flood: Option<FloodKind>, rate: f64, max: u64, rss: [u64; 2]) -> Phase {
@@ -1283,6 +1308,8 @@ mod tests {
                 syn.counters.insert("conntrack.evicted".into(), e);
             }
             syn.counters.insert("drop.malformed".into(), 7);
+            syn.counters
+                .insert("rx_dropped_front".into(), 100 * (round as u64 + 1));
             v.extend([base, syn]);
         }
         v
@@ -1317,6 +1344,12 @@ mod tests {
         let t = render_table(&spec(3), &s, &c);
         assert!(t.contains("x 3 rounds"), "{t}");
         assert!(t.contains("syn drops: malformed 7\n"), "{t}");
+        assert!(
+            t.contains(
+                "syn dropped by the kernel before the balancer read them: front 200, back 0"
+            ),
+            "{t}"
+        );
         assert!(
             t.contains("syn table: inserted 0, evicted 10, expired 0, table_full 0"),
             "{t}"
