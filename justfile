@@ -50,7 +50,7 @@ run *ARGS: deps build
 bench-balancer *ARGS: deps build
     ./target/release/harness bench-balancer {{ARGS}}
 
-# Hostile load (root): a no-flood baseline, then SYN, non-SYN and malformed floods at the VIP while legit clients run at a fixed rate; table size, legit replies and errors, RSS, input-check counters. ARGS: --flood, --seconds, --rate, --table-size, --syn-recv-timeout, --flood-pps, --strict.
+# Hostile load (root): a no-flood baseline, then SYN, non-SYN and malformed floods at the VIP while legit clients run at a fixed rate; table size, legit replies and errors, RSS, input-check counters. ARGS: --flood, --seconds, --rate, --table-size, --syn-recv-timeout, --flood-pps, --repeat (rounds; medians), --profile, --strict.
 flood *ARGS: deps build
     ./target/release/harness flood {{ARGS}}
 

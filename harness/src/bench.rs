@@ -21,9 +21,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::{fmt_num, share, Versions, SERVICE_PORT};
+use crate::experiment::{fmt_num, share, RecordHead, SERVICE_PORT};
 use crate::net::{multicast_mac, Ipv4Net};
 use crate::plan::{bridge_name, front_iface, vip_drop_rule, NFT_TABLE, OFFLOADS_OFF};
+use crate::repeat::{by_config, median_of, spread_of};
 use crate::topology::{Role, Topology};
 
 /// Schema identifier of the JSON record.
@@ -145,9 +146,7 @@ impl BenchSpec {
                 self.seconds
             ));
         }
-        if self.repeat == 0 || self.repeat > 100 {
-            return bad(format!("--repeat {}: expected 1..=100", self.repeat));
-        }
+        crate::repeat::validate(self.repeat).map_err(BenchError)?;
         if (self.concurrency as usize) < clients || self.concurrency > 8_000 {
             return bad(format!(
                 "--concurrency {}: expected {clients}..=8000 (HAProxy runs with maxconn 9000) (at least one connection per client host)",
@@ -801,7 +800,8 @@ pub struct Sample {
     pub served_by_rs: Option<u64>,
 }
 
-/// Loadgen's merged figures of one run.
+/// Loadgen's merged figures of one run (`bench-balancer`'s runs and
+/// `flood`'s legitimate clients).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LoadFigures {
     /// Connections attempted.
@@ -812,6 +812,37 @@ pub struct LoadFigures {
     pub errors: u64,
     /// Load duration, seconds.
     pub duration_s: f64,
+}
+
+impl LoadFigures {
+    /// The figures of a merged loadgen result.
+    pub fn of(r: &loadgen::result::RunResult) -> LoadFigures {
+        LoadFigures {
+            conns: r.counts.conns_attempted,
+            replies: r.replies(),
+            errors: r.errors_total(),
+            duration_s: r.summary.test_duration_s,
+        }
+    }
+
+    /// `n` per connection attempted, percent (0 without connections).
+    fn per_conn_percent(&self, n: u64) -> f64 {
+        if self.conns > 0 {
+            n as f64 * 100.0 / self.conns as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// Errors per connection attempted, percent.
+    pub fn error_percent(&self) -> f64 {
+        self.per_conn_percent(self.errors)
+    }
+
+    /// Replies per connection attempted, percent.
+    pub fn success_percent(&self) -> f64 {
+        self.per_conn_percent(self.replies)
+    }
 }
 
 impl Sample {
@@ -864,11 +895,7 @@ impl Sample {
             conns: load.conns,
             replies: load.replies,
             errors: load.errors,
-            error_percent: if load.conns > 0 {
-                load.errors as f64 * 100.0 / load.conns as f64
-            } else {
-                0.0
-            },
+            error_percent: load.error_percent(),
             duration_s: load.duration_s,
             reply_rate: per_s(load.replies as f64),
             lb_packets,
@@ -881,21 +908,6 @@ impl Sample {
             served_by_rs,
         }
     }
-}
-
-/// Median (mean of the middle two for an even count); `None` when empty.
-pub fn median(xs: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 /// Medians of one target's samples.
@@ -929,34 +941,27 @@ pub struct TargetSummary {
 
 /// Summarises the samples per target, in `targets` order.
 pub fn summarize(samples: &[Sample], targets: &[Target]) -> Vec<TargetSummary> {
-    let mut out: Vec<TargetSummary> = Vec::new();
-    for &t in targets {
-        let s: Vec<&Sample> = samples.iter().filter(|x| x.target == t).collect();
-        if s.is_empty() {
-            continue;
-        }
-        let col = |f: &dyn Fn(&Sample) -> Option<f64>| -> Option<f64> {
-            median(&s.iter().filter_map(|x| f(x)).collect::<Vec<_>>())
-        };
-        let per_reply = |x: &Sample, v: f64| (x.replies > 0).then(|| v / x.replies as f64);
-        let rates: Vec<f64> = s.iter().map(|x| x.reply_rate).collect();
-        let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = rates.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        out.push(TargetSummary {
-            target: t,
-            runs: s.len(),
-            reply_rate: median(&rates).unwrap_or(0.0),
-            reply_rate_range: (lo, hi),
-            error_percent: col(&|x| Some(x.error_percent)).unwrap_or(0.0),
-            lb_pps: col(&|x| Some(x.lb_pps)).unwrap_or(0.0),
-            lb_packets_per_reply: col(&|x| per_reply(x, x.lb_packets as f64)),
-            proc_us_per_packet: col(&|x| x.proc_us_per_packet),
-            proc_sys_share: col(&|x| x.proc_sys_share),
-            host_softirq_us_per_reply: col(&|x| per_reply(x, x.host_softirq_s * 1e6)),
-            host_busy_us_per_reply: col(&|x| per_reply(x, x.host_busy_s * 1e6)),
-            vs_balancer: None,
-        });
-    }
+    let per_reply = |x: &Sample, v: f64| (x.replies > 0).then(|| v / x.replies as f64);
+    let mut out: Vec<TargetSummary> = by_config(samples, targets, |x| x.target)
+        .into_iter()
+        .map(|(t, s)| {
+            let rate = spread_of(&s, |x| Some(x.reply_rate));
+            TargetSummary {
+                target: t,
+                runs: s.len(),
+                reply_rate: rate.map_or(0.0, |r| r.median),
+                reply_rate_range: rate.map_or((0.0, 0.0), |r| (r.min, r.max)),
+                error_percent: median_of(&s, |x| Some(x.error_percent)).unwrap_or(0.0),
+                lb_pps: median_of(&s, |x| Some(x.lb_pps)).unwrap_or(0.0),
+                lb_packets_per_reply: median_of(&s, |x| per_reply(x, x.lb_packets as f64)),
+                proc_us_per_packet: median_of(&s, |x| x.proc_us_per_packet),
+                proc_sys_share: median_of(&s, |x| x.proc_sys_share),
+                host_softirq_us_per_reply: median_of(&s, |x| per_reply(x, x.host_softirq_s * 1e6)),
+                host_busy_us_per_reply: median_of(&s, |x| per_reply(x, x.host_busy_s * 1e6)),
+                vs_balancer: None,
+            }
+        })
+        .collect();
     let base = out
         .iter()
         .find(|s| s.target == Target::Balancer)
@@ -1096,24 +1101,15 @@ pub fn render_table(spec: &BenchSpec, summary: &[TargetSummary], checks: &[Check
 /// The JSON record of one `bench-balancer`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchRecord {
-    /// Always [`BENCH_SCHEMA`].
-    pub schema: String,
+    /// Schema [`BENCH_SCHEMA`], topology, profile, versions, wall clock.
+    #[serde(flatten)]
+    pub head: RecordHead,
     /// The knobs.
     pub spec: BenchSpec,
-    /// Topology name.
-    pub topology: String,
-    /// Profile name.
-    pub profile: String,
-    /// Versions of tools, kernel and source.
-    pub versions: Versions,
     /// `haproxy -v` first line.
     pub haproxy_version: Option<String>,
     /// Host load average (1, 5, 15 min) at the start: others' work skews results.
     pub loadavg_at_start: Option<String>,
-    /// Wall clock at start, ms since the epoch.
-    pub started_unix_ms: u64,
-    /// Wall clock at the end.
-    pub finished_unix_ms: u64,
     /// Every run, in order.
     pub samples: Vec<Sample>,
     /// Medians per target.
@@ -1444,10 +1440,6 @@ mod tests {
 
     #[test]
     fn medians_summary_checks_and_table() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(&[f64::NAN, 1.0]), Some(1.0));
         let l = layout();
         let mk = |t, round, replies: u64, proc: Option<u64>| {
             Sample::compute(

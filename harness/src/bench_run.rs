@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -25,15 +24,15 @@ use crate::bench::{
     BENCH_SCHEMA, BENCH_TOPOLOGY,
 };
 use crate::experiment::{
-    run_dir_name, BalancerPlan, Method, RunSpec, ServerPlan, Stop, SERVICE_PORT,
+    BalancerPlan, Method, RecordHead, RunSpec, ServerPlan, Stop, SERVICE_PORT,
 };
 use crate::nsnet::{http_get, tcp_probe};
 use crate::plan::netns_name;
 use crate::profile::Profile;
 use crate::run::{
-    balancer_stats, make_run_dir, progress, run_loadgens, server_stats, start_balancers_with,
-    start_servers, unix_ms, versions, with_testbed, write_json, Binaries, RunError, Site,
-    TestbedUse, FETCH_TIMEOUT, SERVER_READY_TIMEOUT,
+    balancer_stats, make_run_dir, progress, publish_table, run_loadgens, server_stats,
+    start_balancers_with, start_servers, unix_ms, versions, with_testbed, write_json, BenchPaths,
+    Binaries, RunError, Site, FETCH_TIMEOUT, SERVER_READY_TIMEOUT,
 };
 use crate::supervise::{check_interrupt, describe_exit, io_err, spawn_logged, wait_ready, Procs};
 use crate::testbed::Testbed;
@@ -47,25 +46,8 @@ pub const PATH_READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct BenchOptions {
     /// The benchmark.
     pub spec: BenchSpec,
-    /// Directory of loadgen, realserver, balancer.
-    pub bin_dir: PathBuf,
-    /// Run directory: configs, logs, client results, the record.
-    pub out_dir: PathBuf,
-    /// Where the JSON record goes (default `out_dir/bench.json`).
-    pub json: Option<PathBuf>,
-    /// Echo testbed commands.
-    pub verbose: bool,
-    /// State directory of the testbed.
-    pub state_dir: PathBuf,
-}
-
-/// `results/bench-balancer-<UTC timestamp>`.
-pub fn default_out_dir() -> PathBuf {
-    PathBuf::from("results").join(run_dir_name(unix_ms() / 1000).replacen(
-        "run",
-        "bench-balancer",
-        1,
-    ))
+    /// Binaries, run directory, record (default `bench.json` in the run directory).
+    pub paths: BenchPaths,
 }
 
 /// Runs the whole benchmark, including teardown. Interrupts
@@ -89,7 +71,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchRecord, RunError> {
             what: "bench-balancer options".into(),
             detail: e.to_string(),
         })?;
-    let bins = Binaries::find(&opts.bin_dir)?;
+    let bins = Binaries::find(&opts.paths.bin_dir)?;
     let haproxy_version = first_line(Command::new("haproxy").arg("-v"));
     if opts.spec.targets.contains(&Target::Haproxy) && haproxy_version.is_none() {
         return Err(RunError::Process {
@@ -97,18 +79,61 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchRecord, RunError> {
             detail: "install HAProxy (Debian: apt-get install haproxy) or leave `haproxy` out of --targets".into(),
         });
     }
-    let u = TestbedUse {
-        topology: &topology,
-        profile: &profile,
-        state_dir: &opts.state_dir,
-        verbose: opts.verbose,
-        keep_up: false,
-    };
+    let u = opts.paths.testbed_use(&topology, &profile);
     with_testbed(&u, |tb, flag| {
         let mut ctx = Ctx::new(tb, &bins, opts, &topology, &profile, layout, flag)?;
         ctx.haproxy_version = haproxy_version;
         ctx.bench()
     })
+}
+
+/// A benchmark's point as `harness run` has it: bi-active off, NAT, round
+/// robin, no health checks, one thread each, every client host of
+/// `layout` at 1 conn/s (a benchmark sets its own load).
+pub(crate) fn bench_run_spec(
+    topology: &Topology,
+    profile: &Profile,
+    layout: &Layout,
+    seconds: f64,
+    timeout_s: f64,
+) -> RunSpec {
+    RunSpec {
+        topology: topology.clone(),
+        profile: profile.clone(),
+        bi_active: false,
+        method: Method::Nat,
+        scheduler: "rr".into(),
+        rate: Some(1.0),
+        concurrency: None,
+        stop: Stop::DurationS(seconds),
+        clients: layout.clients.len(),
+        timeout_s,
+        server_threads: 1,
+        client_threads: 1,
+        health_checks: false,
+    }
+}
+
+/// The plans of the benchmark's balancer and real server (`layout.lb`, `layout.rs`).
+pub(crate) fn bench_plans(
+    run_spec: &RunSpec,
+    layout: &Layout,
+) -> Result<(BalancerPlan, ServerPlan), RunError> {
+    let missing = |what: &str, node: &str| RunError::Results {
+        what: format!("{what} plan"),
+        detail: format!("no plan for {node}"),
+    };
+    let lb = run_spec
+        .balancers()?
+        .into_iter()
+        .find(|b| b.node == layout.lb)
+        .ok_or_else(|| missing("balancer", &layout.lb))?;
+    let rs = run_spec
+        .servers()
+        .into_iter()
+        .find(|s| s.node == layout.rs)
+        .ok_or_else(|| missing("real server", &layout.rs))?;
+    Ok((lb, rs))
 }
 
 fn first_line(c: &mut Command) -> Option<String> {
@@ -152,7 +177,7 @@ impl<'a> Ctx<'a> {
         layout: Layout,
         flag: &'a AtomicBool,
     ) -> Result<Ctx<'a>, RunError> {
-        let out = make_run_dir(&opts.out_dir, &["stats"])?;
+        let out = make_run_dir(&opts.paths.out_dir, &["stats"])?;
         let write = |name: &str, text: &str| -> Result<PathBuf, RunError> {
             let p = out.join("config").join(name);
             fs::write(&p, text).map_err(io_err(format!("writing {}", p.display())))?;
@@ -162,37 +187,17 @@ impl<'a> Ctx<'a> {
         let haproxy_file = write("haproxy.cfg", &haproxy_config(&layout))?;
         // The balancer's configuration as `harness run` writes it, bi-active off.
         let run_spec = RunSpec {
-            topology: topology.clone(),
-            profile: profile.clone(),
-            bi_active: false,
-            method: Method::Nat,
-            scheduler: "rr".into(),
-            rate: Some(1.0),
-            concurrency: None,
-            stop: Stop::DurationS(opts.spec.seconds),
-            clients: layout.clients.len(),
-            timeout_s: opts.spec.timeout_s,
             server_threads: opts.spec.server_threads,
-            client_threads: 1,
-            health_checks: false,
+            ..bench_run_spec(
+                topology,
+                profile,
+                &layout,
+                opts.spec.seconds,
+                opts.spec.timeout_s,
+            )
         };
-        let lb = run_spec
-            .balancers()?
-            .into_iter()
-            .find(|b| b.node == layout.lb)
-            .ok_or_else(|| RunError::Results {
-                what: "balancer plan".into(),
-                detail: format!("no plan for {}", layout.lb),
-            })?;
+        let (lb, rs) = bench_plans(&run_spec, &layout)?;
         let balancer_cfg = write(&format!("{}.toml", lb.node), &lb.config_toml)?;
-        let rs = run_spec
-            .servers()
-            .into_iter()
-            .find(|s| s.node == layout.rs)
-            .ok_or_else(|| RunError::Results {
-                what: "real server plan".into(),
-                detail: format!("no plan for {}", layout.rs),
-            })?;
         let link = Command::new("ip")
             .args(["-n", &netns_name(&layout.lb), "-j", "link", "show"])
             .output()
@@ -282,33 +287,26 @@ impl<'a> Ctx<'a> {
             })
             .collect();
         let record = BenchRecord {
-            schema: BENCH_SCHEMA.into(),
+            head: RecordHead {
+                schema: BENCH_SCHEMA.into(),
+                topology: BENCH_TOPOLOGY.into(),
+                profile: BENCH_PROFILE.into(),
+                versions: versions(self.bins),
+                started_unix_ms: started,
+                finished_unix_ms: unix_ms(),
+            },
             spec,
-            topology: BENCH_TOPOLOGY.into(),
-            profile: BENCH_PROFILE.into(),
-            versions: versions(self.bins),
             haproxy_version: self.haproxy_version.clone(),
             loadavg_at_start: loadavg,
-            started_unix_ms: started,
-            finished_unix_ms: unix_ms(),
             samples,
             summary,
             checks,
             table: table.clone(),
             setup,
         };
-        let json_path = self
-            .opts
-            .json
-            .clone()
-            .unwrap_or_else(|| self.out.join("bench.json"));
+        let json_path = self.opts.paths.record_path(&self.out, "bench.json");
         write_json(&record, &json_path)?;
-        let table_path = self.out.join("table.txt");
-        loadgen::json_out::write_bytes_atomic(table.as_bytes(), &table_path)
-            .map_err(io_err(format!("writing {}", table_path.display())))?;
-        let mut stdout = io::stdout().lock();
-        let _ = write!(stdout, "{table}");
-        let _ = stdout.flush();
+        let table_path = publish_table(&self.out, &table)?;
         progress(format!(
             "result written to {} (table: {})",
             json_path.display(),
@@ -514,12 +512,7 @@ impl<'a> Ctx<'a> {
         procs.stop_all();
         drop(_switch);
 
-        let load = LoadFigures {
-            conns: merged.counts.conns_attempted,
-            replies: merged.replies(),
-            errors: merged.errors_total(),
-            duration_s: merged.summary.test_duration_s,
-        };
+        let load = LoadFigures::of(&merged);
         let served = match (served_before, served_after) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
@@ -600,7 +593,7 @@ mod tests {
 
     #[test]
     fn default_dir_is_timestamped() {
-        let d = default_out_dir();
+        let d = crate::run::default_out_dir("bench-balancer");
         let s = d.to_str().unwrap();
         assert!(
             s.starts_with("results/bench-balancer-") && s.ends_with('Z'),
@@ -630,11 +623,13 @@ mod tests {
                 timeout_s: 5.0,
                 server_threads: 1,
             },
-            bin_dir: d.path().to_path_buf(),
-            out_dir: d.path().join("out"),
-            json: None,
-            verbose: false,
-            state_dir: d.path().join("state"),
+            paths: BenchPaths {
+                bin_dir: d.path().to_path_buf(),
+                out_dir: d.path().join("out"),
+                json: None,
+                verbose: false,
+                state_dir: d.path().join("state"),
+            },
         };
         let e = bench(&opts).unwrap_err().to_string();
         assert!(e.contains("`loadgen` not found"), "{e}");

@@ -642,6 +642,24 @@ fn pct(a: u64, total: u64) -> f64 {
     }
 }
 
+/// What a benchmark's record (`bench-balancer`, `flood`) opens with,
+/// flattened into it (the JSON keeps these as top-level fields).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordHead {
+    /// The record's schema identifier.
+    pub schema: String,
+    /// Topology name.
+    pub topology: String,
+    /// Profile name.
+    pub profile: String,
+    /// Versions of tools, kernel and source.
+    pub versions: Versions,
+    /// Wall clock at the start, ms since the epoch.
+    pub started_unix_ms: u64,
+    /// Wall clock at the end (of the last run so far).
+    pub finished_unix_ms: u64,
+}
+
 /// Tool and system versions recorded with every result.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Versions {

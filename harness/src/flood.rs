@@ -27,10 +27,11 @@ use balancer::wire::build::{syn_options, tcp_frame, FrameSpec};
 use balancer::wire::{MacAddr, TcpFlags, ETH_HEADER_LEN};
 use serde::{Deserialize, Serialize};
 
-use crate::bench::{cmd, NsCmd};
-use crate::experiment::{fmt_num, Versions};
+use crate::bench::{cmd, LoadFigures, NsCmd};
+use crate::experiment::{fmt_num, RecordHead};
 use crate::net::Ipv4Net;
 use crate::plan::OFFLOADS_OFF;
+use crate::repeat::{by_config, median_count, median_of, spread_of};
 use crate::topology::Topology;
 
 /// Schema identifier of the JSON record.
@@ -446,6 +447,30 @@ pub struct SendReport {
     pub seconds: f64,
     /// Send calls that failed with ENOBUFS/EAGAIN (the frames were retried).
     pub busy: u64,
+    /// The sender's CPU cgroup (`/proc/self/cgroup`): where its CPU time
+    /// is charged, i.e. which quota throttles it (`/` for none).
+    #[serde(default)]
+    pub cgroup: Option<String>,
+}
+
+/// The CPU controller's cgroup path in a `/proc/PID/cgroup` text: the v1
+/// hierarchy carrying `cpu` (as [`crate::cgroup::CgroupFlavor`] prefers
+/// it), else the v2 one (`0::PATH`).
+pub fn cpu_cgroup(text: &str) -> Option<String> {
+    let mut v2 = None;
+    for line in text.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(_), Some(ctrl), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if ctrl.split(',').any(|c| c == "cpu") {
+            return Some(path.to_string());
+        }
+        if ctrl.is_empty() {
+            v2 = Some(path.to_string());
+        }
+    }
+    v2
 }
 
 impl SendReport {
@@ -480,7 +505,8 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
 }
 
 /// The counters of a balancer `/stats` document a flood moves, flattened
-/// (`front_rx`, `drop.<reason>`, `conntrack.<counter>`, ...).
+/// (`front_rx`, `drop.<reason>`, `conntrack.<counter>`, and the frames the
+/// kernel dropped in front of its sockets, `rx_dropped_front`/`_back`).
 pub fn stats_counters(stats: &serde_json::Value) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for k in [
@@ -491,6 +517,15 @@ pub fn stats_counters(stats: &serde_json::Value) -> BTreeMap<String, u64> {
         "syn_recv_new_isn",
     ] {
         if let Some(v) = stats.get(k).and_then(serde_json::Value::as_u64) {
+            out.insert(k.to_string(), v);
+        }
+    }
+    let process = stats.get("process");
+    for k in ["rx_dropped_front", "rx_dropped_back"] {
+        if let Some(v) = process
+            .and_then(|p| p.get(k))
+            .and_then(serde_json::Value::as_u64)
+        {
             out.insert(k.to_string(), v);
         }
     }
@@ -544,6 +579,32 @@ pub struct Legit {
     pub lifetime_ms_p99: Option<f64>,
 }
 
+impl Legit {
+    /// The figures of the legitimate clients' merged loadgen result, for
+    /// `seconds` of offered load.
+    pub fn of(r: &loadgen::result::RunResult, seconds: f64) -> Legit {
+        let load = LoadFigures::of(r);
+        let error_types = loadgen::record::ErrorKind::ALL
+            .iter()
+            .map(|k| (k.httperf_label().to_string(), r.errors.get(*k)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let lifetime = |q| (load.replies > 0).then(|| r.histograms.lifetime.quantile_ms(q));
+        Legit {
+            conns: load.conns,
+            replies: load.replies,
+            errors: load.errors,
+            error_types,
+            duration_s: load.duration_s,
+            reply_rate: load.replies as f64 / seconds,
+            success_percent: load.success_percent(),
+            error_percent: load.error_percent(),
+            lifetime_ms_p50: lifetime(0.5),
+            lifetime_ms_p99: lifetime(0.99),
+        }
+    }
+}
+
 /// One phase: the baseline (no flood) or one flood.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
@@ -551,6 +612,9 @@ pub struct Phase {
     pub name: String,
     /// The flood (none for the baseline).
     pub flood: Option<FloodKind>,
+    /// Round of `--repeat` (0-based).
+    #[serde(default)]
+    pub round: u32,
     /// What the sender achieved.
     pub sent: Option<SendReport>,
     /// The legitimate clients' figures.
@@ -582,13 +646,23 @@ impl Phase {
     pub fn rss_max(&self) -> Option<u64> {
         self.probes.iter().filter_map(|p| p.rss_kib).max()
     }
+    /// How far RSS rose above its first sample, KiB.
+    pub fn rss_growth(&self) -> Option<u64> {
+        let (first, _) = self.rss_span();
+        first.zip(self.rss_max()).map(|(a, m)| m.saturating_sub(a))
+    }
     /// Input-check drops counted (malformed, truncated, checksums, ...).
     pub fn input_drops(&self) -> BTreeMap<String, u64> {
-        self.counters
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix("drop.").map(|r| (r.to_string(), *v)))
-            .collect()
+        input_drops(&self.counters)
     }
+}
+
+/// The `drop.<reason>` counters of a counter map, by reason.
+pub fn input_drops(counters: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    counters
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("drop.").map(|r| (r.to_string(), *v)))
+        .collect()
 }
 
 /// What one `harness flood` run was asked to do.
@@ -608,15 +682,39 @@ pub struct FloodSpec {
     pub syn_recv_timeout_s: u32,
     /// loadgen --timeout, seconds.
     pub timeout_s: f64,
+    /// Rounds: every phase runs this many times, alternating (`--repeat`).
+    #[serde(default = "one")]
+    pub repeat: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl FloodSpec {
+    /// The phases of one round: the baseline (no flood), then each flood.
+    pub fn phase_order(&self) -> Vec<Option<FloodKind>> {
+        std::iter::once(None)
+            .chain(self.floods.iter().map(|&k| Some(k)))
+            .collect()
+    }
+
     /// Checks the numbers before anything starts (one line each, naming the flag).
     pub fn validate(&self) -> Result<(), FloodError> {
         let bad = |m: String| Err(FloodError(m));
         if self.floods.is_empty() {
             return bad("--flood: expected at least one of syn, nonsyn, malformed".into());
         }
+        if let Some(k) = (1..self.floods.len()).find_map(|i| {
+            let k = self.floods[i];
+            self.floods[..i].contains(&k).then_some(k)
+        }) {
+            return bad(format!(
+                "--flood: {} given twice (each flood runs once per round; --repeat N runs it N times)",
+                k.as_str()
+            ));
+        }
+        crate::repeat::validate(self.repeat).map_err(FloodError)?;
         if !(self.seconds.is_finite() && self.seconds >= 1.0 && self.seconds <= 3600.0) {
             return bad(format!(
                 "--seconds {}: expected 1 to 3600",
@@ -675,45 +773,125 @@ pub fn rss_bound_kib(capacity: u64) -> u64 {
     balancer::conntrack::table_bytes(capacity as usize) / 1024 + RSS_SLACK_KIB
 }
 
-/// The verdicts: per flood, table bounded, legit clients served (replies,
-/// at least [`MIN_REPLY_SHARE`] of the baseline rate), memory bounded by
-/// the table ([`rss_bound_kib`]).
-pub fn checks(phases: &[Phase]) -> Vec<Check> {
-    let base = phases.iter().find(|p| p.flood.is_none());
+/// One phase over its runs: medians of what the legitimate clients got and
+/// of the flood rate, the worst table and memory figures (what the bounds
+/// are checked on).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSummary {
+    /// `baseline` or the flood's name.
+    pub name: String,
+    /// The flood (none for the baseline).
+    pub flood: Option<FloodKind>,
+    /// Runs summarised.
+    pub runs: usize,
+    /// Median flood frames/s the sender achieved.
+    pub flood_fps: Option<f64>,
+    /// Median legitimate replies.
+    pub replies: u64,
+    /// Median legitimate replies/s.
+    pub reply_rate: f64,
+    /// Lowest and highest legitimate replies/s of the runs.
+    pub reply_rate_range: (f64, f64),
+    /// Median legitimate errors.
+    pub errors: u64,
+    /// Median legitimate errors per connection, percent.
+    pub error_percent: f64,
+    /// Median 99th percentile of the connection lifetime, ms.
+    pub lifetime_ms_p99: Option<f64>,
+    /// Largest table occupancy sampled in any run.
+    pub max_entries: Option<u64>,
+    /// Table capacity (`table_size`).
+    pub capacity: u64,
+    /// Largest RSS growth within one run, KiB.
+    pub rss_growth_kib: Option<u64>,
+    /// Largest RSS sampled in any run, KiB (a leak across rounds shows here).
+    pub rss_max_kib: Option<u64>,
+    /// Median of every counter the runs moved (0 for a run that did not).
+    pub counters: BTreeMap<String, u64>,
+    /// Median of every legitimate error type (0 for a run without it).
+    pub error_types: BTreeMap<String, u64>,
+}
+
+/// The median of each key over `maps` (a map without the key counts 0);
+/// keys whose median is 0 are left out.
+fn median_counts(maps: &[&BTreeMap<String, u64>]) -> BTreeMap<String, u64> {
+    let keys: std::collections::BTreeSet<&String> = maps.iter().flat_map(|m| m.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let m = median_count(maps, |m| m.get(k).copied().unwrap_or(0))?;
+            (m > 0).then(|| (k.clone(), m))
+        })
+        .collect()
+}
+
+/// Summarises the runs per phase, in `order` (see [`FloodSpec::phase_order`]).
+pub fn summarize(phases: &[Phase], order: &[Option<FloodKind>]) -> Vec<PhaseSummary> {
+    by_config(phases, order, |p| p.flood)
+        .into_iter()
+        .map(|(flood, runs)| {
+            let rate = spread_of(&runs, |p| Some(p.legit.reply_rate));
+            let counters: Vec<_> = runs.iter().map(|p| &p.counters).collect();
+            let error_types: Vec<_> = runs.iter().map(|p| &p.legit.error_types).collect();
+            PhaseSummary {
+                name: runs[0].name.clone(),
+                flood,
+                runs: runs.len(),
+                flood_fps: median_of(&runs, |p| p.sent.as_ref().map(SendReport::fps)),
+                replies: median_count(&runs, |p| p.legit.replies).unwrap_or(0),
+                reply_rate: rate.map_or(0.0, |r| r.median),
+                reply_rate_range: rate.map_or((0.0, 0.0), |r| (r.min, r.max)),
+                errors: median_count(&runs, |p| p.legit.errors).unwrap_or(0),
+                error_percent: median_of(&runs, |p| Some(p.legit.error_percent)).unwrap_or(0.0),
+                lifetime_ms_p99: median_of(&runs, |p| p.legit.lifetime_ms_p99),
+                max_entries: runs.iter().filter_map(|p| p.max_entries()).max(),
+                capacity: runs.iter().map(|p| p.capacity).max().unwrap_or(0),
+                rss_growth_kib: runs.iter().filter_map(|p| p.rss_growth()).max(),
+                rss_max_kib: runs.iter().filter_map(|p| p.rss_max()).max(),
+                counters: median_counts(&counters),
+                error_types: median_counts(&error_types),
+            }
+        })
+        .collect()
+}
+
+/// The verdicts: per flood, table bounded and memory bounded in the worst
+/// run ([`rss_bound_kib`]), legit clients served (median replies, at least
+/// [`MIN_REPLY_SHARE`] of the baseline's median rate).
+pub fn checks(summary: &[PhaseSummary]) -> Vec<Check> {
+    let base = summary.iter().find(|p| p.flood.is_none());
     let mut out = Vec::new();
-    for p in phases.iter().filter(|p| p.flood.is_some()) {
-        let max = p.max_entries();
+    for p in summary.iter().filter(|p| p.flood.is_some()) {
+        let worst = if p.runs > 1 {
+            format!(" (worst of {} runs)", p.runs)
+        } else {
+            String::new()
+        };
         out.push(Check {
             name: format!("{}: table <= table_size", p.name),
-            pass: max.is_some_and(|m| m <= p.capacity),
-            detail: format!(
-                "max {} of {}",
-                max.map_or("?".into(), |m| m.to_string()),
-                p.capacity
-            ),
+            pass: p.max_entries.is_some_and(|m| m <= p.capacity),
+            detail: format!("max {} of {}{worst}", opt(p.max_entries), p.capacity),
         });
         let share = base
-            .filter(|b| b.legit.reply_rate > 0.0)
-            .map(|b| p.legit.reply_rate / b.legit.reply_rate);
+            .filter(|b| b.reply_rate > 0.0)
+            .map(|b| p.reply_rate / b.reply_rate);
+        let median = if p.runs > 1 { "median " } else { "" };
         out.push(Check {
             name: format!("{}: legit clients served", p.name),
-            pass: p.legit.replies > 0 && share.is_some_and(|s| s >= MIN_REPLY_SHARE),
+            pass: p.replies > 0 && share.is_some_and(|s| s >= MIN_REPLY_SHARE),
             detail: format!(
-                "{} replies, {:.1} /s = {} of the baseline's (at least {MIN_REPLY_SHARE})",
-                p.legit.replies,
-                p.legit.reply_rate,
+                "{median}{} replies, {:.1} /s = {} of the baseline's (at least {MIN_REPLY_SHARE})",
+                p.replies,
+                p.reply_rate,
                 share.map_or("?".into(), |s| format!("{s:.3}"))
             ),
         });
-        let (a, _) = p.rss_span();
-        let growth = a.zip(p.rss_max()).map(|(a, m)| m.saturating_sub(a));
         let bound = rss_bound_kib(p.capacity);
         out.push(Check {
             name: format!("{}: memory bounded", p.name),
-            pass: growth.is_some_and(|g| g <= bound),
+            pass: p.rss_growth_kib.is_some_and(|g| g <= bound),
             detail: format!(
-                "RSS grew {} KiB at most (bound: the full table + {RSS_SLACK_KIB} = {bound} KiB)",
-                growth.map_or("?".into(), |g| g.to_string())
+                "RSS grew {} KiB at most{worst} (bound: the full table + {RSS_SLACK_KIB} = {bound} KiB)",
+                opt(p.rss_growth_kib)
             ),
         });
     }
@@ -724,13 +902,36 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
 
+/// `k v, k v, ...` (or `none`).
+fn list<'a>(items: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    let v: Vec<String> = items.into_iter().map(|(k, v)| format!("{k} {v}")).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The entries of a counter map, for [`list`].
+fn entries(m: &BTreeMap<String, u64>) -> impl Iterator<Item = (&str, u64)> {
+    m.iter().map(|(k, v)| (k.as_str(), *v))
+}
+
 /// The printed summary: one row per phase, then the input-check counters
 /// of each flood, then the verdicts.
-pub fn render_table(spec: &FloodSpec, phases: &[Phase], checks: &[Check]) -> String {
+pub fn render_table(spec: &FloodSpec, summary: &[PhaseSummary], checks: &[Check]) -> String {
     let mut s = String::new();
+    let rounds = if spec.repeat > 1 {
+        format!(
+            " x {} rounds (phases alternating; medians, worst run for table and RSS)",
+            spec.repeat
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "# harness flood: legit {} conn/s for {} s per phase, table_size {}, SYN_RECV timeout {} s",
+        "# harness flood: legit {} conn/s for {} s per phase{rounds}, table_size {}, SYN_RECV timeout {} s",
         fmt_num(spec.rate),
         fmt_num(spec.seconds),
         spec.table_size,
@@ -738,77 +939,68 @@ pub fn render_table(spec: &FloodSpec, phases: &[Phase], checks: &[Check]) -> Str
     );
     let _ = writeln!(
         s,
-        "{:<10} {:>11} {:>10} {:>8} {:>8} {:>9} {:>9} {:>10} {:>10}",
+        "{:<10} {:>4} {:>10} {:>9} {:>13} {:>6} {:>6} {:>8} {:>9} {:>9} {:>10}",
         "phase",
+        "runs",
         "flood fr/s",
         "replies/s",
+        "(min..max)",
         "errors",
         "err %",
         "p99 ms",
         "max table",
-        "RSS start",
-        "RSS end"
+        "RSS +KiB",
+        "RSS max"
     );
-    for p in phases {
-        let (a, b) = p.rss_span();
+    for p in summary {
         let _ = writeln!(
             s,
-            "{:<10} {:>11} {:>10.1} {:>8} {:>8.2} {:>9} {:>9} {:>10} {:>10}",
+            "{:<10} {:>4} {:>10} {:>9.1} {:>13} {:>6} {:>6.2} {:>8} {:>9} {:>9} {:>10}",
             p.name,
-            p.sent
-                .as_ref()
-                .map_or("-".into(), |r| format!("{:.0}", r.fps())),
-            p.legit.reply_rate,
-            p.legit.errors,
-            p.legit.error_percent,
-            p.legit
-                .lifetime_ms_p99
-                .map_or("-".into(), |v| format!("{v:.1}")),
-            opt(p.max_entries()),
-            a.map_or("-".into(), |v| format!("{v} KiB")),
-            b.map_or("-".into(), |v| format!("{v} KiB")),
+            p.runs,
+            p.flood_fps.map_or("-".into(), |r| format!("{r:.0}")),
+            p.reply_rate,
+            format!("({:.0}..{:.0})", p.reply_rate_range.0, p.reply_rate_range.1),
+            p.errors,
+            p.error_percent,
+            p.lifetime_ms_p99.map_or("-".into(), |v| format!("{v:.1}")),
+            opt(p.max_entries),
+            opt(p.rss_growth_kib),
+            p.rss_max_kib.map_or("-".into(), |v| format!("{v} KiB")),
         );
     }
-    for p in phases.iter().filter(|p| p.flood.is_some()) {
-        let drops = p.input_drops();
-        let list = if drops.is_empty() {
-            "none".into()
-        } else {
-            drops
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let ct: Vec<String> = ["inserted", "evicted", "expired", "table_full"]
-            .iter()
-            .map(|k| {
-                format!(
-                    "{k} {}",
-                    p.counters.get(&format!("conntrack.{k}")).unwrap_or(&0)
-                )
-            })
-            .collect();
-        let _ = writeln!(s, "{} drops: {list}", p.name);
-        let _ = writeln!(s, "{} table: {}", p.name, ct.join(", "));
-        if !p.legit.error_types.is_empty() {
-            let e: Vec<String> = p
-                .legit
-                .error_types
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
-            let _ = writeln!(s, "{} legit errors: {}", p.name, e.join(", "));
+    for p in summary.iter().filter(|p| p.flood.is_some()) {
+        let ct = ["inserted", "evicted", "expired", "table_full"].map(|k| {
+            let v = p.counters.get(&format!("conntrack.{k}")).copied();
+            (k, v.unwrap_or(0))
+        });
+        let drops = input_drops(&p.counters);
+        let _ = writeln!(s, "{} drops: {}", p.name, list(entries(&drops)));
+        let _ = writeln!(s, "{} table: {}", p.name, list(ct));
+        let kernel = ["front", "back"].map(|k| {
+            let v = p.counters.get(&format!("rx_dropped_{k}")).copied();
+            (k, v.unwrap_or(0))
+        });
+        if kernel.iter().any(|(_, v)| *v > 0) {
+            let _ = writeln!(
+                s,
+                "{} dropped by the kernel before the balancer read them: {}",
+                p.name,
+                list(kernel)
+            );
+        }
+        if !p.error_types.is_empty() {
+            let _ = writeln!(
+                s,
+                "{} legit errors: {}",
+                p.name,
+                list(entries(&p.error_types))
+            );
         }
     }
     for c in checks {
-        let _ = writeln!(
-            s,
-            "{} {}: {}",
-            if c.pass { "PASS" } else { "FAIL" },
-            c.name,
-            c.detail
-        );
+        let verdict = if c.pass { "PASS" } else { "FAIL" };
+        let _ = writeln!(s, "{verdict} {}: {}", c.name, c.detail);
     }
     s
 }
@@ -816,26 +1008,21 @@ pub fn render_table(spec: &FloodSpec, phases: &[Phase], checks: &[Check]) -> Str
 /// The JSON record of one run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FloodRecord {
-    /// [`FLOOD_SCHEMA`].
-    pub schema: String,
+    /// Schema [`FLOOD_SCHEMA`], topology, profile, versions, wall clock.
+    #[serde(flatten)]
+    pub head: RecordHead,
     /// What was asked.
     pub spec: FloodSpec,
-    /// Topology name.
-    pub topology: String,
-    /// Profile name.
-    pub profile: String,
     /// The node the floods came from.
     pub flood_node: String,
     /// The spoofed sources: how many, of which subnet.
     pub spoofed: String,
-    /// Tool versions, commit, kernel.
-    pub versions: Versions,
-    /// Wall clock at the start, ms since the epoch.
-    pub started_unix_ms: u64,
-    /// Wall clock at the end.
-    pub finished_unix_ms: u64,
-    /// The phases (baseline first); a run cut short keeps what it measured.
+    /// Every run of every phase, in run order (round by round, baseline
+    /// first in each); a run cut short keeps what it measured.
     pub phases: Vec<Phase>,
+    /// Medians per phase (of the runs so far).
+    #[serde(default)]
+    pub summary: Vec<PhaseSummary>,
     /// Verdicts.
     pub checks: Vec<Check>,
     /// The printed table.
@@ -990,6 +1177,16 @@ mod tests {
     }
 
     #[test]
+    fn the_cpu_cgroup_is_found_in_v1_hybrid_and_v2() {
+        let v1 = "9:name=systemd:/\n2:cpuacct:/\n1:cpu:/bal-client3\n0::/\n";
+        assert_eq!(cpu_cgroup(v1).as_deref(), Some("/bal-client3"));
+        let both = "4:cpu,cpuacct:/bal-lb1\n";
+        assert_eq!(cpu_cgroup(both).as_deref(), Some("/bal-lb1"));
+        assert_eq!(cpu_cgroup("0::/bal-rs1\n").as_deref(), Some("/bal-rs1"));
+        assert_eq!(cpu_cgroup("garbage\n3:cpuset:/\n"), None);
+    }
+
+    #[test]
     fn vm_rss_and_counters_parse() {
         assert_eq!(
             parse_vm_rss("Name:\tbalancer\nVmRSS:\t   12345 kB\n"),
@@ -1000,19 +1197,23 @@ mod tests {
             "front_rx": 10, "drops": {"malformed": 1}, "conntrack": {"inserted": 5}
         }));
         let after = stats_counters(&serde_json::json!({
-            "front_rx": 25, "drops": {"malformed": 4, "truncated": 2}, "conntrack": {"inserted": 5}
+            "front_rx": 25, "drops": {"malformed": 4, "truncated": 2}, "conntrack": {"inserted": 5},
+            "process": {"rx_dropped_front": 9, "pid": 42}
         }));
         let d = counter_delta(&before, &after);
         assert_eq!(d.get("front_rx"), Some(&15));
         assert_eq!(d.get("drop.malformed"), Some(&3));
         assert_eq!(d.get("drop.truncated"), Some(&2));
         assert_eq!(d.get("conntrack.inserted"), None);
+        assert_eq!(d.get("rx_dropped_front"), Some(&9));
+        assert_eq!(d.get("pid"), None);
     }
 
     fn phase(name: &str, flood: Option<FloodKind>, rate: f64, max: u64, rss: [u64; 2]) -> Phase {
         Phase {
             name: name.into(),
             flood,
+            round: 0,
             sent: None,
             legit: Legit {
                 replies: (rate * 10.0) as u64,
@@ -1036,13 +1237,28 @@ mod tests {
         }
     }
 
+    fn spec(repeat: u32) -> FloodSpec {
+        FloodSpec {
+            floods: vec![FloodKind::Syn],
+            seconds: 10.0,
+            rate: 100.0,
+            flood_pps: 0,
+            table_size: 100,
+            syn_recv_timeout_s: 60,
+            timeout_s: 5.0,
+            repeat,
+        }
+    }
+
+    const ORDER: [Option<FloodKind>; 2] = [None, Some(FloodKind::Syn)];
+
     #[test]
     fn checks_judge_bound_service_and_memory() {
         let ok = [
             phase("baseline", None, 100.0, 5, [1000, 1000]),
             phase("syn", Some(FloodKind::Syn), 90.0, 100, [1000, 1200]),
         ];
-        let c = checks(&ok);
+        let c = checks(&summarize(&ok, &ORDER));
         assert_eq!(c.len(), 3);
         assert!(c.iter().all(|c| c.pass), "{c:?}");
         let bad = [
@@ -1055,46 +1271,132 @@ mod tests {
                 [1000, 1000 + rss_bound_kib(100) + 1],
             ),
         ];
-        let c = checks(&bad);
+        let s = summarize(&bad, &ORDER);
+        let c = checks(&s);
         assert!(c.iter().all(|c| !c.pass), "{c:?}");
-        let t = render_table(
-            &FloodSpec {
-                floods: vec![FloodKind::Syn],
-                seconds: 10.0,
-                rate: 100.0,
-                flood_pps: 0,
-                table_size: 100,
-                syn_recv_timeout_s: 60,
-                timeout_s: 5.0,
-            },
-            &bad,
-            &c,
-        );
+        let t = render_table(&spec(1), &s, &c);
         assert!(
-            t.contains("FAIL syn: table <= table_size: max 101 of 100"),
+            t.contains("FAIL syn: table <= table_size: max 101 of 100\n"),
             "{t}"
         );
+        assert!(!t.contains("rounds"), "{t}");
+    }
+
+    /// Three rounds: each phase's figures are the medians of its runs, the
+    /// bounds are judged on the worst run.
+    fn three_rounds() -> Vec<Phase> {
+        let runs = [
+            // (baseline rate, syn rate, syn max table, syn RSS growth, evicted)
+            (500.0, 200.0, 90, 100, Some(10)),
+            (480.0, 300.0, 101, 50, None),
+            (100.0, 260.0, 95, 700, Some(30)),
+        ];
+        let mut v = Vec::new();
+        for (round, (b, r, max, grow, ev)) in runs.into_iter().enumerate() {
+            let mut base = phase("baseline", None, b, 5, [1000, 1000]);
+            let mut syn = phase("syn", Some(FloodKind::Syn), r, max, [2000, 2000 + grow]);
+            base.round = round as u32;
+            syn.round = round as u32;
+            syn.legit.errors = [4, 0, 9][round];
+            syn.legit.lifetime_ms_p99 = Some([1.0, 7.0, 3.0][round]);
+            syn.sent = Some(SendReport {
+                frames: [1000, 3000, 2000][round],
+                seconds: 1.0,
+                ..SendReport::default()
+            });
+            if let Some(e) = ev {
+                syn.counters.insert("conntrack.evicted".into(), e);
+            }
+            syn.counters.insert("drop.malformed".into(), 7);
+            syn.counters
+                .insert("rx_dropped_front".into(), 100 * (round as u64 + 1));
+            v.extend([base, syn]);
+        }
+        v
+    }
+
+    #[test]
+    fn repeated_phases_report_medians_and_the_worst_run() {
+        let s = summarize(&three_rounds(), &ORDER);
+        assert_eq!(s.len(), 2);
+        let (base, syn) = (&s[0], &s[1]);
+        assert_eq!((base.name.as_str(), base.runs), ("baseline", 3));
+        assert_eq!(base.reply_rate, 480.0, "the 100/s outlier does not drag it");
+        assert_eq!(base.reply_rate_range, (100.0, 500.0));
+        assert_eq!(syn.reply_rate, 260.0);
+        assert_eq!(syn.replies, 2600);
+        assert_eq!(syn.errors, 4);
+        assert_eq!(syn.lifetime_ms_p99, Some(3.0));
+        assert_eq!(syn.flood_fps, Some(2000.0));
+        assert_eq!(syn.max_entries, Some(101), "worst run");
+        assert_eq!(syn.rss_growth_kib, Some(700), "worst run");
+        assert_eq!(syn.rss_max_kib, Some(2700));
+        // A run that did not move a counter counts 0: median of 10, 0, 30.
+        assert_eq!(syn.counters.get("conntrack.evicted"), Some(&10));
+        assert_eq!(input_drops(&syn.counters).get("malformed"), Some(&7));
+        let c = checks(&s);
+        let pass: Vec<bool> = c.iter().map(|c| c.pass).collect();
+        assert_eq!(pass, [false, true, true], "{c:?}");
+        assert!(c[0].detail.contains("max 101 of 100 (worst of 3 runs)"));
+        assert!(c[1]
+            .detail
+            .starts_with("median 2600 replies, 260.0 /s = 0.542"));
+        let t = render_table(&spec(3), &s, &c);
+        assert!(t.contains("x 3 rounds"), "{t}");
+        assert!(t.contains("syn drops: malformed 7\n"), "{t}");
+        assert!(
+            t.contains(
+                "syn dropped by the kernel before the balancer read them: front 200, back 0"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("syn table: inserted 0, evicted 10, expired 0, table_full 0"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn a_run_cut_short_summarises_what_it_measured() {
+        let all = three_rounds();
+        let s = summarize(&all[..3], &ORDER);
+        assert_eq!((s[0].runs, s[1].runs), (2, 1));
+        assert_eq!(s[0].reply_rate, 490.0);
+        assert!(summarize(&[], &ORDER).is_empty());
+        assert_eq!(checks(&summarize(&all[..1], &ORDER)), vec![]);
     }
 
     #[test]
     fn spec_validation_names_the_flag() {
         let ok = FloodSpec {
             floods: FloodKind::ALL.to_vec(),
-            seconds: 10.0,
             rate: 500.0,
-            flood_pps: 0,
             table_size: 65536,
-            syn_recv_timeout_s: 60,
-            timeout_s: 5.0,
+            ..spec(1)
         };
         assert!(ok.validate().is_ok());
+        assert_eq!(
+            ok.phase_order(),
+            [
+                None,
+                Some(FloodKind::Syn),
+                Some(FloodKind::Nonsyn),
+                Some(FloodKind::Malformed)
+            ]
+        );
         type Edit = fn(&mut FloodSpec);
-        let cases: [(Edit, &str); 5] = [
+        let cases: [(Edit, &str); 8] = [
             (|s| s.seconds = 0.5, "--seconds 0.5"),
             (|s| s.rate = 0.0, "--rate 0"),
             (|s| s.table_size = 1, "--table-size 1"),
             (|s| s.syn_recv_timeout_s = 0, "--syn-recv-timeout 0"),
             (|s| s.floods.clear(), "--flood"),
+            (
+                |s| s.floods.push(FloodKind::Nonsyn),
+                "--flood: nonsyn given twice",
+            ),
+            (|s| s.repeat = 0, "--repeat 0: expected 1..=100"),
+            (|s| s.repeat = 101, "--repeat 101"),
         ];
         for (f, want) in cases {
             let mut s = ok.clone();

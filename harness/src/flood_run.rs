@@ -2,42 +2,45 @@
 //! testbed up (or reuses it), plugs a temporary flood leg from the last
 //! client host into the LB LAN (a guard removes it, also on error), starts
 //! the real server and one balancer (the run's `table_size` and SYN_RECV
-//! timeout), then runs phases: a no-flood baseline and each flood in turn,
-//! each with the legitimate clients (the other client hosts) at a fixed
-//! rate, the balancer's `/stats` and RSS sampled every [`PROBE_EVERY`].
-//! The flood itself is a thread of the harness inside the flooding host's
-//! namespace, sending with sendmmsg(2) on an AF_PACKET socket bound to the
-//! leg. The record is written atomically after every phase (an interrupted
-//! run keeps what it measured), the table printed at the end, and the
-//! testbed always torn down — also on error and Ctrl-C.
+//! timeout), then runs `--repeat` rounds of phases: a no-flood baseline and
+//! each flood in turn, each with the legitimate clients (the other client
+//! hosts) at a fixed rate, the balancer's `/stats` and RSS sampled every
+//! [`PROBE_EVERY`]. The flood itself is a process, `harness flood-send`,
+//! started in the flooding host like its client processes (its namespace,
+//! and its cgroup when the profile gives clients a CPU quota, so that the
+//! quota throttles the flood too), sending with sendmmsg(2) on an AF_PACKET
+//! socket bound to the leg. The record (every run, and the medians so far)
+//! is written atomically after every phase (an interrupted run keeps what
+//! it measured), the table printed at the end, and the testbed always torn
+//! down — also on error and Ctrl-C.
 
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bench::{Layout, BENCH_TOPOLOGY};
-use crate::bench_run::Undo;
-use crate::experiment::{run_dir_name, BalancerPlan, Method, RunSpec, ServerPlan, Stop};
+use crate::bench_run::{bench_plans, bench_run_spec, Undo};
+use crate::experiment::{BalancerPlan, RecordHead, RunSpec, ServerPlan};
 use crate::flood::{
-    checks, counter_delta, leg_setup, leg_teardown, parse_mac, parse_vm_rss, render_table,
-    spoof_pool, stats_counters, FloodKind, FloodRecord, FloodSpec, FloodTarget, FrameGen, Legit,
-    Phase, Probe, SendReport, FLOOD_IFACE, FLOOD_SCHEMA, MAX_FRAME,
+    checks, counter_delta, cpu_cgroup, leg_setup, leg_teardown, parse_mac, parse_vm_rss,
+    render_table, spoof_pool, stats_counters, summarize, FloodKind, FloodRecord, FloodSpec,
+    FloodTarget, FrameGen, Legit, Phase, Probe, SendReport, FLOOD_IFACE, FLOOD_SCHEMA, MAX_FRAME,
 };
 use crate::net::multicast_mac;
-use crate::nsnet::in_netns;
-use crate::plan::{bridge_name, netns_name};
+use crate::plan::bridge_name;
 use crate::profile::Profile;
+use crate::repeat::schedule;
 use crate::run::{
-    balancer_stats, make_run_dir, progress, run_loadgens, start_balancers, start_servers, unix_ms,
-    versions, with_testbed, write_json, Binaries, RunError, Site, TestbedUse,
+    balancer_stats, make_run_dir, progress, publish_table, run_loadgens, start_balancers,
+    start_servers, unix_ms, versions, with_testbed, write_json, BenchPaths, Binaries, RunError,
+    Site, SERVER_READY_TIMEOUT,
 };
-use crate::supervise::{check_interrupt, io_err, Procs};
+use crate::supervise::{check_interrupt, io_err, log_tail, spawn_logged, wait_ready, Procs};
 use crate::testbed::Testbed;
 use crate::topology::Topology;
 
@@ -55,21 +58,8 @@ pub struct FloodOptions {
     pub spec: FloodSpec,
     /// Testbed profile (`unconstrained` by default).
     pub profile: String,
-    /// Directory of loadgen, realserver, balancer.
-    pub bin_dir: PathBuf,
-    /// Run directory.
-    pub out_dir: PathBuf,
-    /// Where the JSON record goes (default `out_dir/flood.json`).
-    pub json: Option<PathBuf>,
-    /// Echo testbed commands.
-    pub verbose: bool,
-    /// State directory of the testbed.
-    pub state_dir: PathBuf,
-}
-
-/// `results/flood-<UTC timestamp>`.
-pub fn default_out_dir() -> PathBuf {
-    PathBuf::from("results").join(run_dir_name(unix_ms() / 1000).replacen("run", "flood", 1))
+    /// Binaries, run directory, record (default `flood.json` in the run directory).
+    pub paths: BenchPaths,
 }
 
 fn results_err(what: impl Into<String>) -> impl FnOnce(String) -> RunError {
@@ -88,14 +78,8 @@ pub fn flood(opts: &FloodOptions) -> Result<FloodRecord, RunError> {
     let profile = Profile::load(&opts.profile)
         .map_err(|e| results_err(format!("--profile {}", opts.profile))(e.to_string()))?;
     let layout = Layout::of(&topology).map_err(|e| results_err("testbed layout")(e.to_string()))?;
-    let bins = Binaries::find(&opts.bin_dir)?;
-    let u = TestbedUse {
-        topology: &topology,
-        profile: &profile,
-        state_dir: &opts.state_dir,
-        verbose: opts.verbose,
-        keep_up: false,
-    };
+    let bins = Binaries::find(&opts.paths.bin_dir)?;
+    let u = opts.paths.testbed_use(&topology, &profile);
     with_testbed(&u, |tb, flag| {
         let mut ctx = Ctx::new(tb, &bins, opts, &topology, &profile, layout, flag)?;
         ctx.run()
@@ -131,7 +115,7 @@ impl<'a> Ctx<'a> {
         layout: Layout,
         flag: &'a AtomicBool,
     ) -> Result<Ctx<'a>, RunError> {
-        let out = make_run_dir(&opts.out_dir, &["stats"])?;
+        let out = make_run_dir(&opts.paths.out_dir, &["stats"])?;
         let (legit, flood_node) = match layout.clients.split_last() {
             Some((last, rest)) if !rest.is_empty() => (rest.to_vec(), last.clone()),
             _ => {
@@ -147,25 +131,11 @@ impl<'a> Ctx<'a> {
             .ok_or_else(|| results_err("testbed layout")("no segment holds the VIP".into()))?;
         let spec = &opts.spec;
         let run_spec = RunSpec {
-            topology: topology.clone(),
-            profile: profile.clone(),
-            bi_active: false,
-            method: Method::Nat,
-            scheduler: "rr".into(),
             rate: Some(spec.rate),
-            stop: Stop::DurationS(spec.seconds),
             clients: legit.len(),
-            timeout_s: spec.timeout_s,
-            server_threads: 1,
-            client_threads: 1,
-            health_checks: false,
-            concurrency: None,
+            ..bench_run_spec(topology, profile, &layout, spec.seconds, spec.timeout_s)
         };
-        let mut lb = run_spec
-            .balancers()?
-            .into_iter()
-            .find(|b| b.node == layout.lb)
-            .ok_or_else(|| results_err("balancer plan")(format!("no plan for {}", layout.lb)))?;
+        let (mut lb, rs) = bench_plans(&run_spec, &layout)?;
         lb.config.table_size = spec.table_size;
         lb.config.timeouts.syn_recv = spec.syn_recv_timeout_s;
         lb.config
@@ -177,11 +147,6 @@ impl<'a> Ctx<'a> {
             topology.name,
             lb.config.to_toml_string()
         );
-        let rs = run_spec
-            .servers()
-            .into_iter()
-            .find(|s| s.node == layout.rs)
-            .ok_or_else(|| results_err("real server plan")(format!("no plan for {}", layout.rs)))?;
         Ok(Ctx {
             tb,
             bins,
@@ -210,6 +175,8 @@ impl<'a> Ctx<'a> {
             leg_teardown(),
         )?;
         let target = self.flood_target()?;
+        let target_file = self.out.join("flood-target.json");
+        write_json(&target, &target_file)?;
         let site = Site {
             tb: self.tb,
             bins: self.bins,
@@ -237,61 +204,63 @@ impl<'a> Ctx<'a> {
             target.sources.last().map_or("?".into(), |a| a.to_string()),
         ));
         let mut record = FloodRecord {
-            schema: FLOOD_SCHEMA.into(),
+            head: RecordHead {
+                schema: FLOOD_SCHEMA.into(),
+                topology: self.topology.name.clone(),
+                profile: self.profile.clone(),
+                versions: versions(self.bins),
+                started_unix_ms: started,
+                finished_unix_ms: started,
+            },
             spec: self.opts.spec.clone(),
-            topology: self.topology.name.clone(),
-            profile: self.profile.clone(),
             flood_node: self.flood_node.clone(),
             spoofed: format!(
                 "{} addresses of {} not held by any node",
                 target.sources.len(),
                 self.layout.client_net
             ),
-            versions: versions(self.bins),
-            started_unix_ms: started,
-            finished_unix_ms: started,
             phases: Vec::new(),
+            summary: Vec::new(),
             checks: Vec::new(),
             table: String::new(),
             complete: false,
         };
-        let json_path = self
-            .opts
-            .json
-            .clone()
-            .unwrap_or_else(|| self.out.join("flood.json"));
-        let phases: Vec<Option<FloodKind>> = std::iter::once(None)
-            .chain(self.opts.spec.floods.iter().map(|&k| Some(k)))
-            .collect();
-        for (i, &kind) in phases.iter().enumerate() {
+        let json_path = self.opts.paths.record_path(&self.out, "flood.json");
+        let order = self.opts.spec.phase_order();
+        let runs = schedule(self.opts.spec.repeat, &order);
+        for (i, &(round, kind)) in runs.iter().enumerate() {
             check_interrupt(self.flag)?;
             let name = kind.map_or("baseline", FloodKind::as_str);
-            progress(format!("phase {}/{}: {name}", i + 1, phases.len()));
-            let p = self.phase(site, kind, &target, pid)?;
+            progress(format!(
+                "phase {}/{}: {name} (round {}/{})",
+                i + 1,
+                runs.len(),
+                round + 1,
+                self.opts.spec.repeat
+            ));
+            let p = self.phase(site, kind, round, &target_file, pid)?;
             progress(format!(
                 "  legit {:.1} replies/s, {} errors; flood {}; max table {}",
                 p.legit.reply_rate,
                 p.legit.errors,
-                p.sent
-                    .as_ref()
-                    .map_or("-".into(), |s| format!("{:.0} frames/s", s.fps())),
+                p.sent.as_ref().map_or("-".into(), |s| format!(
+                    "{:.0} frames/s (sender's CPU cgroup {})",
+                    s.fps(),
+                    s.cgroup.as_deref().unwrap_or("?")
+                )),
                 p.max_entries().map_or("?".into(), |m| m.to_string())
             ));
             record.phases.push(p);
-            record.checks = checks(&record.phases);
-            record.finished_unix_ms = unix_ms();
+            record.summary = summarize(&record.phases, &order);
+            record.checks = checks(&record.summary);
+            record.head.finished_unix_ms = unix_ms();
             write_json(&record, &json_path)?;
         }
         procs.stop_all();
         record.complete = true;
-        record.table = render_table(&self.opts.spec, &record.phases, &record.checks);
+        record.table = render_table(&self.opts.spec, &record.summary, &record.checks);
         write_json(&record, &json_path)?;
-        let table_path = self.out.join("table.txt");
-        loadgen::json_out::write_bytes_atomic(record.table.as_bytes(), &table_path)
-            .map_err(io_err(format!("writing {}", table_path.display())))?;
-        let mut stdout = io::stdout().lock();
-        let _ = write!(stdout, "{}", record.table);
-        let _ = stdout.flush();
+        publish_table(&self.out, &record.table)?;
         progress(format!("result written to {}", json_path.display()));
         Ok(record)
     }
@@ -325,10 +294,17 @@ impl<'a> Ctx<'a> {
         &self,
         site: Site<'_>,
         kind: Option<FloodKind>,
-        target: &FloodTarget,
+        round: u32,
+        target: &Path,
         pid: u32,
     ) -> Result<Phase, RunError> {
         let name = kind.map_or("baseline", FloodKind::as_str).to_string();
+        let tag = format!("{name}-r{round}");
+        let prefix = format!("{tag}-");
+        let site = Site {
+            prefix: &prefix,
+            ..site
+        };
         let before = balancer_stats(&self.lb).map_err(results_err("balancer /stats"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let t0 = Instant::now();
@@ -336,100 +312,181 @@ impl<'a> Ctx<'a> {
             let (lb, stop) = (self.lb.clone(), stop.clone());
             std::thread::spawn(move || sample(&lb, pid, t0, &stop))
         };
-        let sender = kind
-            .map(|k| -> Result<_, RunError> {
-                let gen = FrameGen::new(k, target.clone(), u64::from(pid) ^ unix_ms())
-                    .map_err(|e| results_err("flood frames")(e.0))?;
-                let ns = netns_name(&self.flood_node);
-                let stop = stop.clone();
-                let pps = self.opts.spec.flood_pps;
-                let run_for = FLOOD_LEAD + Duration::from_secs_f64(self.opts.spec.seconds);
-                Ok(std::thread::spawn(move || {
-                    in_netns(&ns, move || send(FLOOD_IFACE, gen, pps, run_for, &stop))
-                        .and_then(|r| r)
-                }))
-            })
-            .transpose()?;
         let _stop_on_exit = StopOnDrop(stop.clone());
+        let sender = kind
+            .map(|k| self.start_sender(site, k, target, u64::from(pid) ^ unix_ms()))
+            .transpose()?;
         if sender.is_some() {
             std::thread::sleep(FLOOD_LEAD);
         }
-        let prefix = format!("{name}-");
-        let site = Site {
-            prefix: &prefix,
-            ..site
-        };
         let budget = self.opts.spec.seconds + self.opts.spec.timeout_s + 30.0;
         let rs = &self.run_spec;
         let merged = run_loadgens(site, &self.legit, |i, json| rs.client_args(i, json), budget);
+        let sent = sender.map(Sender::finish).transpose()?;
         stop.store(true, Ordering::SeqCst);
-        let sent = match sender.map(|h| h.join()) {
-            None => None,
-            Some(Ok(Ok(mut r))) => {
-                r.kind = kind;
-                Some(r)
-            }
-            Some(Ok(Err(e))) => {
-                return Err(RunError::Process {
-                    what: format!("{name} flood from {}", self.flood_node),
-                    detail: e.to_string(),
-                })
-            }
-            Some(Err(_)) => {
-                return Err(results_err(format!("{name} flood"))(
-                    "sender thread panicked".into(),
-                ))
-            }
-        };
         let probes = sampler.join().unwrap_or_default();
         let merged = merged?;
         let after = balancer_stats(&self.lb).map_err(results_err("balancer /stats"))?;
-        let p = self.out.join("stats").join(format!("{name}.balancer.json"));
+        let p = self.out.join("stats").join(format!("{tag}.balancer.json"));
         let _ = fs::write(p, after.to_string());
-        let mut error_types = BTreeMap::new();
-        for k in loadgen::record::ErrorKind::ALL {
-            let n = merged.errors.get(k);
-            if n > 0 {
-                error_types.insert(k.httperf_label().to_string(), n);
-            }
-        }
-        let conns = merged.counts.conns_attempted;
-        let duration_s = merged.summary.test_duration_s;
-        let lifetime = &merged.histograms.lifetime;
-        let legit = Legit {
-            conns,
-            replies: merged.replies(),
-            errors: merged.errors_total(),
-            error_types,
-            duration_s,
-            reply_rate: merged.replies() as f64 / self.opts.spec.seconds,
-            success_percent: if conns > 0 {
-                100.0 * merged.replies() as f64 / conns as f64
-            } else {
-                0.0
-            },
-            error_percent: if conns > 0 {
-                100.0 * merged.errors_total() as f64 / conns as f64
-            } else {
-                0.0
-            },
-            lifetime_ms_p50: (merged.replies() > 0).then(|| lifetime.quantile_ms(0.5)),
-            lifetime_ms_p99: (merged.replies() > 0).then(|| lifetime.quantile_ms(0.99)),
-        };
         Ok(Phase {
             name,
             flood: kind,
+            round,
             sent,
-            legit,
+            legit: Legit::of(&merged, self.opts.spec.seconds),
             probes,
             capacity: self.opts.spec.table_size as u64,
             counters: counter_delta(&stats_counters(&before), &stats_counters(&after)),
         })
     }
+
+    /// Starts `harness flood-send` in the flooding host (its namespace, and
+    /// its cgroup when the profile constrains clients, as every client
+    /// process) and waits until its socket is open.
+    fn start_sender(
+        &self,
+        site: Site<'_>,
+        kind: FloodKind,
+        target: &Path,
+        seed: u64,
+    ) -> Result<Sender, RunError> {
+        let exe = std::env::current_exe().map_err(io_err("finding the harness executable"))?;
+        let out = site
+            .out
+            .join("stats")
+            .join(format!("{}flood-send.json", site.prefix));
+        let run_for = FLOOD_LEAD.as_secs_f64() + self.opts.spec.seconds;
+        let argv = send_argv(
+            &exe,
+            kind,
+            target,
+            seed,
+            self.opts.spec.flood_pps,
+            run_for,
+            &out,
+        );
+        let what = format!("{} flood-send (in {})", kind.as_str(), self.flood_node);
+        let log = site.log("flood-send.log");
+        let mut procs = Procs::default();
+        procs.0.push(spawn_logged(
+            site.tb,
+            &self.flood_node,
+            what,
+            argv,
+            log.clone(),
+        )?);
+        wait_ready(&mut procs.0[0], SERVER_READY_TIMEOUT, site.flag, || {
+            fs::read_to_string(&log).is_ok_and(|t| t.contains(SEND_READY_LINE))
+        })?;
+        Ok(Sender { procs, out, kind })
+    }
 }
 
-/// Sets the flag when dropped, so the flood and sampler threads end on
-/// every path out of a phase.
+/// `harness flood-send …`: the sender's command line.
+fn send_argv(
+    exe: &Path,
+    kind: FloodKind,
+    target: &Path,
+    seed: u64,
+    pps: u64,
+    run_for_s: f64,
+    out: &Path,
+) -> Vec<String> {
+    let mut v = vec![exe.display().to_string(), "flood-send".into()];
+    for (flag, value) in [
+        ("--kind", kind.as_str().to_string()),
+        ("--target", target.display().to_string()),
+        ("--seed", seed.to_string()),
+        ("--flood-pps", pps.to_string()),
+        ("--seconds", run_for_s.to_string()),
+        ("--out", out.display().to_string()),
+    ] {
+        v.extend([flag.to_string(), value]);
+    }
+    v
+}
+
+/// A running `harness flood-send` and where it writes its report.
+struct Sender {
+    procs: Procs,
+    out: PathBuf,
+    kind: FloodKind,
+}
+
+impl Sender {
+    /// Stops the sender (SIGTERM: it writes its report and exits) and
+    /// reads its report.
+    fn finish(mut self) -> Result<SendReport, RunError> {
+        let (what, log) = match self.procs.0.first() {
+            Some(p) => (p.what.clone(), p.log.clone()),
+            None => return Err(results_err("flood sender")("not started".into())),
+        };
+        self.procs.stop_all();
+        let read = fs::read(&self.out)
+            .map_err(|e| format!("{}: {e}", self.out.display()))
+            .and_then(|b| serde_json::from_slice::<SendReport>(&b).map_err(|e| e.to_string()));
+        match read {
+            Ok(r) if r.kind == Some(self.kind) => Ok(r),
+            Ok(r) => Err(results_err(what)(format!(
+                "report of the wrong flood: {:?}",
+                r.kind
+            ))),
+            Err(e) => Err(RunError::Process {
+                what: format!("{what}: no report ({e})"),
+                detail: log_tail(&log),
+            }),
+        }
+    }
+}
+
+/// What `harness flood-send` prints once its socket is open.
+pub const SEND_READY_LINE: &str = "flood-send: sending";
+
+/// `harness flood-send`: sends `kind` frames on the flood leg (in the
+/// namespace it runs in) for `run_for` or until `stop` (SIGTERM), then
+/// writes the [`SendReport`] to `out` atomically.
+pub fn send_to_file(
+    kind: FloodKind,
+    target: &Path,
+    seed: u64,
+    pps: u64,
+    run_for: Duration,
+    out: &Path,
+    stop: &AtomicBool,
+) -> anyhow::Result<SendReport> {
+    use anyhow::Context as _;
+    let text = fs::read(target).with_context(|| format!("reading {}", target.display()))?;
+    let target: FloodTarget = serde_json::from_slice(&text)
+        .with_context(|| format!("{}: not a flood target", target.display()))?;
+    let gen = FrameGen::new(kind, target, seed)?;
+    let sock = flood_socket(FLOOD_IFACE).with_context(|| format!("socket on {FLOOD_IFACE}"))?;
+    eprintln!(
+        "{SEND_READY_LINE} {} frames on {FLOOD_IFACE}",
+        kind.as_str()
+    );
+    let mut report = send(&sock, gen, pps, run_for, stop).context("sending")?;
+    report.kind = Some(kind);
+    report.cgroup = fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| cpu_cgroup(&t));
+    let mut bytes = serde_json::to_vec_pretty(&report)?;
+    bytes.push(b'\n');
+    loadgen::json_out::write_bytes_atomic(&bytes, out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "flood-send: {} frames in {:.1} s ({:.0} frames/s, {} busy), CPU cgroup {}",
+        report.frames,
+        report.seconds,
+        report.fps(),
+        report.busy,
+        report.cgroup.as_deref().unwrap_or("?")
+    );
+    Ok(report)
+}
+
+/// Sets the flag when dropped, so the sampler thread ends on every path
+/// out of a phase.
 struct StopOnDrop(Arc<AtomicBool>);
 
 impl Drop for StopOnDrop {
@@ -537,16 +594,15 @@ fn send_batch(fd: RawFd, buf: &mut [u8], lens: &[usize]) -> io::Result<usize> {
     }
 }
 
-/// Sends `gen`'s frames on `iface` for `run_for` (or until `stop`), as fast
+/// Sends `gen`'s frames on `sock` for `run_for` (or until `stop`), as fast
 /// as the kernel takes them or paced to `pps` (0: unpaced).
 fn send(
-    iface: &str,
+    sock: &OwnedFd,
     mut gen: FrameGen,
     pps: u64,
     run_for: Duration,
     stop: &AtomicBool,
 ) -> io::Result<SendReport> {
-    let sock = flood_socket(iface)?;
     let mut buf = vec![0u8; BATCH * MAX_FRAME];
     let mut lens = [0usize; BATCH];
     let mut report = SendReport::default();

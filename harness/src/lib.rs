@@ -37,6 +37,8 @@
 //! - [`bench`]: `harness bench-balancer` as data: the four forwarding paths
 //!   (balancer, nftables DNAT, HAProxy, direct), the namespace commands that
 //!   switch between them, counter parsers, medians, table, JSON record.
+//! - [`repeat`]: `--repeat N` as data: run order (alternating), runs per
+//!   configuration, medians (shared by `bench-balancer`, `flood`, `reproduce`).
 //! - [`sweep`]: `harness reproduce` as data: Table I configurations, default
 //!   rate sweeps from the profile, validation, interleaved plan, resume set.
 //! - [`reproduce`]: runs the sweep (fresh testbed per point, warm-up,
@@ -65,6 +67,7 @@ pub mod nsnet;
 pub mod plan;
 pub mod privilege;
 pub mod profile;
+pub mod repeat;
 pub mod reproduce;
 pub mod run;
 pub mod signal;

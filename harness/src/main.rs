@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -56,6 +56,19 @@ struct RecordArgs {
     /// Exit 1 when a check or target fails.
     #[arg(long)]
     strict: bool,
+}
+
+impl RecordArgs {
+    /// Where the benchmark `command` reads and writes: the defaults filled in.
+    fn paths(&self, command: &str, verbose: bool) -> harness::run::BenchPaths {
+        harness::run::BenchPaths {
+            bin_dir: self.bin_dir.clone().unwrap_or_else(runner::default_bin_dir),
+            out_dir: (self.out_dir.clone()).unwrap_or_else(|| runner::default_out_dir(command)),
+            json: self.json.clone(),
+            verbose,
+            state_dir: PathBuf::from(STATE_DIR),
+        }
+    }
 }
 
 /// Exit status of a benchmark: 1 with `--strict` when one of `failed` (the
@@ -211,16 +224,18 @@ Writes results/bench-balancer-<UTC time>/ (configs, logs, client results, table.
     #[command(
         long_about = "Hostile load against the balancer (1lb-1rs), measured against a no-flood baseline in the same run.\n\n\
 Floods come from the last client host through a temporary veth leg into the LB LAN (no address on it), sent to the \
-VIP's multicast MAC at the highest rate the sender reaches (sendmmsg on AF_PACKET) unless --flood-pps caps it: \
+VIP's multicast MAC at the highest rate the sender reaches (a `harness flood-send` process in that host's namespace and \
+cgroup, sendmmsg on AF_PACKET) unless --flood-pps caps it: \
 `syn` (initial SYNs from random spoofed sources of the client LAN and random ports), `nonsyn` (ACK, PSH+ACK, FIN+ACK \
 of flows nobody opened), `malformed` (runts, truncated IPv4 headers, bad IHL/version/lengths/checksums/data offset, \
 fragments, IPv6 and VLAN ethertypes). Spoofed sources are client-LAN addresses no node holds: the balancer's answers \
 go back to the flood leg, whose kernel drops them. During each phase the other client hosts run loadgen at --rate; \
-/stats (conntrack_entries) and VmRSS of the balancer are sampled every 250 ms.\n\n\
-Checks per flood: table never above --table-size, legit reply rate at least 0.5 of the baseline's, RSS growth \
-at most the full table's memory + 16 MiB. Exit 0 whatever the verdict (1 with --strict when a check fails), 1 on errors, 2 on bad options, \
+/stats (conntrack_entries) and VmRSS of the balancer are sampled every 250 ms. --repeat R runs R rounds (the \
+phases alternating within each) and reports per phase the medians of the runs, and the worst run's table and RSS growth.\n\n\
+Checks per flood: table never above --table-size (worst run), legit median reply rate at least 0.5 of the baseline's, \
+RSS growth (worst run) at most the full table's memory + 16 MiB. Exit 0 whatever the verdict (1 with --strict when a check fails), 1 on errors, 2 on bad options, \
 130 on Ctrl-C. The flood leg and the testbed are always removed. Needs root and release binaries.",
-        after_help = "Example: harness flood --flood syn,nonsyn,malformed --seconds 10 --rate 500\n\
+        after_help = "Example: harness flood --flood syn,nonsyn,malformed --seconds 10 --rate 500 --repeat 3\n\
 Writes results/flood-<UTC time>/ (configs, logs, client results, stats/, table.txt, flood.json) unless --out-dir/--json say otherwise."
     )]
     Flood {
@@ -248,8 +263,34 @@ Writes results/flood-<UTC time>/ (configs, logs, client results, stats/, table.t
         /// Testbed profile: unconstrained, paper, or a .toml/.json file.
         #[arg(long, default_value = "unconstrained")]
         profile: String,
+        /// Rounds: every phase runs R times, the phases alternating within a round; the table shows medians.
+        #[arg(long, value_name = "R", default_value_t = 1)]
+        repeat: u32,
         #[command(flatten)]
         record: RecordArgs,
+    },
+    /// Internal: send one flood on the flood leg of the namespace it runs in, until SIGTERM or
+    /// --seconds, then write what was sent to OUT (`harness flood` starts it in the flooding host).
+    #[command(hide = true)]
+    FloodSend {
+        /// The flood.
+        #[arg(long, value_enum)]
+        kind: harness::flood::FloodKind,
+        /// JSON file of the flood's target (MACs, VIP, port, spoofed sources).
+        #[arg(long, value_name = "FILE")]
+        target: PathBuf,
+        /// Seed of the frame sequence.
+        #[arg(long)]
+        seed: u64,
+        /// Cap on frames per second (0: as fast as the kernel takes them).
+        #[arg(long, value_name = "PPS", default_value_t = 0)]
+        flood_pps: u64,
+        /// Longest time to send, seconds.
+        #[arg(long, value_name = "S")]
+        seconds: f64,
+        /// Where the JSON report goes.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// The paper's Table I matrix with rate sweeps: every configuration at
     /// every rate, repeated, interleaved; results.json, CSVs, Figures 4-7
@@ -538,6 +579,7 @@ fn main() -> ExitCode {
         Cmd::Run { .. } => false,
         Cmd::Exec { .. }
         | Cmd::RouterWatch { .. }
+        | Cmd::FloodSend { .. }
         | Cmd::Demo { .. }
         | Cmd::BenchBalancer { .. }
         | Cmd::Reproduce { .. } => true,
@@ -581,6 +623,27 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Timeline { result } => redraw_timeline(&result),
+        Cmd::FloodSend {
+            kind,
+            target,
+            seed,
+            flood_pps,
+            seconds,
+            out,
+        } => {
+            let Ok(run_for) = Duration::try_from_secs_f64(seconds) else {
+                eprintln!("harness: --seconds {seconds}: expected a duration in seconds");
+                return ExitCode::from(2);
+            };
+            let stop = signal::catch_interrupts();
+            let r = harness::flood_run::send_to_file(
+                kind, &target, seed, flood_pps, run_for, &out, stop,
+            );
+            match r {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("flood-send: {e:#}")),
+            }
+        }
         Cmd::RouterWatch { ifaces, vip, out } => {
             let stop = signal::catch_interrupts();
             match harness::capture::watch(&ifaces, vip, &out, stop) {
@@ -642,11 +705,7 @@ fn main() -> ExitCode {
                     timeout_s: timeout,
                     server_threads,
                 },
-                bin_dir: record.bin_dir.unwrap_or_else(runner::default_bin_dir),
-                out_dir: record.out_dir.unwrap_or_else(bench_run::default_out_dir),
-                json: record.json,
-                verbose: cli.verbose,
-                state_dir: PathBuf::from(STATE_DIR),
+                paths: record.paths("bench-balancer", cli.verbose),
             };
             match bench_run::bench(&opts) {
                 Ok(rec) => {
@@ -670,6 +729,7 @@ fn main() -> ExitCode {
             syn_recv_timeout,
             timeout,
             profile,
+            repeat,
             record,
         } => {
             let spec = harness::flood::FloodSpec {
@@ -680,6 +740,7 @@ fn main() -> ExitCode {
                 table_size,
                 syn_recv_timeout_s: syn_recv_timeout,
                 timeout_s: timeout,
+                repeat,
             };
             let bad = spec.validate().map_err(|e| e.to_string()).and_then(|_| {
                 Profile::load(&profile)
@@ -698,13 +759,7 @@ fn main() -> ExitCode {
             let opts = harness::flood_run::FloodOptions {
                 spec,
                 profile,
-                bin_dir: record.bin_dir.unwrap_or_else(runner::default_bin_dir),
-                out_dir: record
-                    .out_dir
-                    .unwrap_or_else(harness::flood_run::default_out_dir),
-                json: record.json,
-                verbose: cli.verbose,
-                state_dir: PathBuf::from(STATE_DIR),
+                paths: record.paths("flood", cli.verbose),
             };
             match harness::flood_run::flood(&opts) {
                 Ok(rec) => {

@@ -142,6 +142,56 @@ pub fn default_out_dir(prefix: &str) -> PathBuf {
     PathBuf::from("results").join(run_dir_name(now).replacen("run", prefix, 1))
 }
 
+/// Where a benchmark (`bench-balancer`, `flood`) finds its binaries and
+/// writes its run directory and record, and how it talks.
+#[derive(Clone, Debug)]
+pub struct BenchPaths {
+    /// Directory of loadgen, realserver, balancer.
+    pub bin_dir: PathBuf,
+    /// Run directory: configs, logs, client results, the record.
+    pub out_dir: PathBuf,
+    /// Where the JSON record goes (default: in the run directory).
+    pub json: Option<PathBuf>,
+    /// Echo testbed commands.
+    pub verbose: bool,
+    /// State directory of the testbed.
+    pub state_dir: PathBuf,
+}
+
+impl BenchPaths {
+    /// `--json`, else `name` in the run directory `out`.
+    pub fn record_path(&self, out: &Path, name: &str) -> PathBuf {
+        self.json.clone().unwrap_or_else(|| out.join(name))
+    }
+
+    /// The testbed of a benchmark: brought up for it, torn down after it.
+    pub(crate) fn testbed_use<'a>(
+        &'a self,
+        topology: &'a Topology,
+        profile: &'a Profile,
+    ) -> TestbedUse<'a> {
+        TestbedUse {
+            topology,
+            profile,
+            state_dir: &self.state_dir,
+            verbose: self.verbose,
+            keep_up: false,
+        }
+    }
+}
+
+/// Writes a benchmark's table to `table.txt` in the run directory `out`
+/// (atomically) and prints it; returns the file's path.
+pub(crate) fn publish_table(out: &Path, table: &str) -> Result<PathBuf, RunError> {
+    let path = out.join("table.txt");
+    loadgen::json_out::write_bytes_atomic(table.as_bytes(), &path)
+        .map_err(io_err(format!("writing {}", path.display())))?;
+    let mut stdout = io::stdout().lock();
+    let _ = write!(stdout, "{table}");
+    let _ = stdout.flush();
+    Ok(path)
+}
+
 /// Knobs of one run besides the point itself.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -353,7 +403,7 @@ pub(crate) struct Site<'a> {
 }
 
 impl Site<'_> {
-    fn log(&self, name: &str) -> PathBuf {
+    pub(crate) fn log(&self, name: &str) -> PathBuf {
         self.out.join("logs").join(format!("{}{name}", self.prefix))
     }
 }

@@ -233,9 +233,7 @@ pub fn sweep_spec(
         rates.insert(c.clone(), r);
     }
     let repeat = a.repeat.unwrap_or(if a.quick { 1 } else { FULL_REPEAT });
-    if !(1..=100).contains(&repeat) {
-        return bad(format!("--repeat {repeat}: expected 1..=100"));
-    }
+    crate::repeat::validate(repeat).or_else(bad)?;
     let duration_s = a.duration_s.unwrap_or(if a.quick {
         QUICK_DURATION_S
     } else {

@@ -5,12 +5,8 @@
 //! down` at the end, even when an assertion fails.
 
 use harness::bench::{BenchRecord, Target};
-use harness::cgroup::CgroupFlavor;
-use harness::discover::discover;
 
 mod common;
-
-use common::harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_harness");
 
@@ -26,33 +22,21 @@ fn bench_balancer_runs_every_configuration() {
     // The balancer runs last: it only works if every other configuration's
     // switch (router neighbour, prerouting drop, ip_forward, routes) was
     // undone, since a unicast VIP neighbour would let the LB kernel answer.
-    let o = harness(&[
-        "bench-balancer",
-        "--seconds",
-        "1",
-        "--repeat",
-        "1",
-        "--targets",
-        "nftables,haproxy,direct,balancer",
-        "--bin-dir",
-        bins.to_str().unwrap(),
-        "--out-dir",
-        run_dir.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        o.status.success(),
-        "bench-balancer failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-        o.status
+    let common::Recorded {
+        stdout, record: r, ..
+    } = common::run_benchmark::<BenchRecord>(
+        &[
+            "bench-balancer",
+            "--seconds",
+            "1",
+            "--repeat",
+            "1",
+            "--targets",
+            "nftables,haproxy,direct,balancer",
+        ],
+        &run_dir,
+        &json,
     );
-    assert!(
-        !stderr.contains("warning"),
-        "a switch was not undone cleanly or a flush failed:\n{stderr}"
-    );
-    assert!(stderr.contains("testbed torn down"), "{stderr}");
     for needle in [
         "replies/s",
         "(1) nftables",
@@ -64,8 +48,6 @@ fn bench_balancer_runs_every_configuration() {
     ] {
         assert!(stdout.contains(needle), "`{needle}` missing in:\n{stdout}");
     }
-    assert!(run_dir.join("table.txt").is_file());
-    let r: BenchRecord = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r.samples.len(), 4);
     for s in &r.samples {
         assert!(s.replies > 0, "{:?}: no replies", s.target);
@@ -109,8 +91,6 @@ fn bench_balancer_runs_every_configuration() {
         .checks
         .iter()
         .all(|c| c.ratio.is_some() && c.pass.is_some()));
-    let inv = discover(CgroupFlavor::detect().ok().as_ref());
-    assert!(inv.is_empty(), "leftovers {inv:?}");
 
     // Ctrl-C during a run: every process stopped, testbed removed, 130.
     let run_dir = out.path().join("interrupted");
@@ -129,6 +109,5 @@ fn bench_balancer_runs_every_configuration() {
         ],
         &run_dir.join("logs/haproxy-r0-client3.loadgen.log"),
     );
-    let inv = discover(CgroupFlavor::detect().ok().as_ref());
-    assert!(inv.is_empty(), "leftovers after Ctrl-C {inv:?}");
+    common::assert_no_leftovers("after Ctrl-C");
 }

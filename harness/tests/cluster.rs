@@ -9,8 +9,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use harness::cgroup::CgroupFlavor;
-use harness::discover::discover;
 use harness::experiment::RunRecord;
 use harness::state::STATE_DIR;
 use harness::topology::Role;
@@ -22,8 +20,7 @@ use common::harness;
 const BIN: &str = env!("CARGO_BIN_EXE_harness");
 
 fn assert_clean(when: &str) {
-    let inv = discover(CgroupFlavor::detect().ok().as_ref());
-    assert!(inv.is_empty(), "{when}: leftovers {inv:?}");
+    common::assert_no_leftovers(when);
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(
         !String::from_utf8_lossy(&netns.stdout).contains("bal-"),
@@ -42,7 +39,7 @@ fn assert_clean(when: &str) {
 
 /// One `harness run` point at 300 conn/s for 3 s from the three clients;
 /// returns its JSON record.
-fn point(bins: &Path, out: &Path, topology: &str, bi: &str, extra: &[&str]) -> RunRecord {
+fn point(out: &Path, topology: &str, bi: &str, extra: &[&str]) -> RunRecord {
     let json = out.join(format!("{topology}-{bi}.json"));
     let run_dir = out.join(format!("{topology}-{bi}"));
     let mut args = vec![
@@ -55,29 +52,18 @@ fn point(bins: &Path, out: &Path, topology: &str, bi: &str, extra: &[&str]) -> R
         "300",
         "--duration",
         "3s",
-        "--bin-dir",
-        bins.to_str().unwrap(),
-        "--out-dir",
-        run_dir.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let o = harness(&args);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        o.status.success(),
-        "harness {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-        o.status
-    );
+    let common::Recorded {
+        stdout,
+        stderr,
+        record: r,
+    } = common::run_recorded::<RunRecord>(&args, &run_dir, &json);
     assert!(
         stdout.contains("Served by node") && stdout.contains("Total: connections 900"),
         "{stdout}"
     );
     assert!(stderr.contains("balancer(s) ready"), "{stderr}");
-    let text = std::fs::read_to_string(&json).unwrap();
-    let r: RunRecord = serde_json::from_str(&text).unwrap();
     // Every connection got its reply, and no error.
     let lg = &r.loadgen;
     assert_eq!(lg.counts.conns_attempted, 900, "{topology} {bi}");
@@ -127,24 +113,10 @@ fn point(bins: &Path, out: &Path, topology: &str, bi: &str, extra: &[&str]) -> R
 }
 
 /// `harness run ARGS` into `dir`; its record.
-fn run_record(bins: &Path, dir: &Path, args: &[&str]) -> RunRecord {
+fn run_record(dir: &Path, args: &[&str]) -> RunRecord {
     let mut all = vec!["run"];
     all.extend_from_slice(args);
-    all.extend_from_slice(&[
-        "--bin-dir",
-        bins.to_str().unwrap(),
-        "--out-dir",
-        dir.to_str().unwrap(),
-    ]);
-    let o = harness(&all);
-    assert!(
-        o.status.success(),
-        "harness {all:?} failed ({}):\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap()
+    common::run_recorded(&all, dir, &dir.join("result.json")).record
 }
 
 /// No `harness router-watch` process is left anywhere.
@@ -159,10 +131,9 @@ fn assert_no_watcher(when: &str) {
 /// A balancer joining under closed-loop keep-alive load breaks no
 /// connection and answers no SYN twice (at the router); a heartbeat
 /// partition makes both answer, and the router check sees it.
-fn join_and_partition(bins: &Path, out: &Path) {
+fn join_and_partition(out: &Path) {
     let dir = out.join("join-closed");
     let r = run_record(
-        bins,
         &dir,
         &[
             "--topology",
@@ -196,7 +167,6 @@ fn join_and_partition(bins: &Path, out: &Path) {
     assert!(dir.join("timeline.png").is_file());
 
     let r = run_record(
-        bins,
         &out.join("partition"),
         &[
             "--topology",
@@ -239,7 +209,6 @@ fn cluster_points() {
     for (topology, method) in [("1lb-1rs", "nat"), ("1lb-1rs-dr", "dr")] {
         // bi-active on, keeping the testbed up for the next point.
         let on = point(
-            &bins,
             out.path(),
             topology,
             "on",
@@ -256,7 +225,7 @@ fn cluster_points() {
             "--keep-up left the testbed up"
         );
         // bi-active off, on the same (reused) testbed, then torn down.
-        let off = point(&bins, out.path(), topology, "off", &["--method", method]);
+        let off = point(out.path(), topology, "off", &["--method", method]);
         assert_eq!(
             served(&off, Role::Balancer),
             0,
@@ -266,7 +235,7 @@ fn cluster_points() {
         assert_clean(&format!("after the {topology} points"));
     }
 
-    join_and_partition(&bins, out.path());
+    join_and_partition(out.path());
     assert_clean("after the join and partition runs");
 
     // Ctrl-C while the clients run: every process stopped, testbed removed.

@@ -129,3 +129,72 @@ pub fn hold_testbed(test: &str) -> Option<Hold> {
         _serial: serial,
     })
 }
+
+/// What a recording command printed, and its JSON record.
+pub struct Recorded<T> {
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+    /// The record it wrote to `--json`.
+    pub record: T,
+}
+
+/// Runs a recording command (`run`, `bench-balancer`, `flood`): `harness ARGS --bin-dir <debug
+/// binaries> --out-dir RUN_DIR --json JSON`; asserts that it succeeded and reads its record.
+pub fn run_recorded<T: serde::de::DeserializeOwned>(
+    args: &[&str],
+    run_dir: &Path,
+    json: &Path,
+) -> Recorded<T> {
+    let bins = bin_dir();
+    let mut argv = args.to_vec();
+    argv.extend([
+        "--bin-dir",
+        bins.to_str().unwrap(),
+        "--out-dir",
+        run_dir.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let o = harness(&argv);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.status.success(),
+        "harness {argv:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+        o.status
+    );
+    let text = std::fs::read_to_string(json).unwrap();
+    let record = serde_json::from_str(&text).unwrap();
+    Recorded {
+        stdout,
+        stderr,
+        record,
+    }
+}
+
+/// [`run_recorded`] for a benchmark (`bench-balancer`, `flood`): besides, every undo worked (no
+/// warning), the testbed was torn down, the table was written and nothing is left behind.
+pub fn run_benchmark<T: serde::de::DeserializeOwned>(
+    args: &[&str],
+    run_dir: &Path,
+    json: &Path,
+) -> Recorded<T> {
+    let r = run_recorded(args, run_dir, json);
+    assert!(
+        !r.stderr.contains("warning"),
+        "an undo or a flush failed:\n{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("testbed torn down"), "{}", r.stderr);
+    assert!(run_dir.join("table.txt").is_file());
+    assert_no_leftovers(&args.join(" "));
+    r
+}
+
+/// Asserts that no namespace, root link or cgroup named `bal-*` is left.
+pub fn assert_no_leftovers(when: &str) {
+    let inv = harness::discover::discover(harness::cgroup::CgroupFlavor::detect().ok().as_ref());
+    assert!(inv.is_empty(), "{when}: leftovers {inv:?}");
+}
