@@ -553,6 +553,22 @@ fn tun_write(
     }
 }
 
+/// The [`Pipeline`] of the loop `$l` and its batch `$b`: a macro, not a
+/// method, so that the borrows stay split by field and the ring of the
+/// port being read can be borrowed beside it.
+macro_rules! pipeline {
+    ($l:ident, $b:ident) => {
+        Pipeline {
+            bal: &mut $l.bal,
+            resolver: &mut $l.resolver,
+            io: &mut $l.io,
+            tun: $l.tun.as_mut(),
+            logged_tun: &mut $l.logged_tx_error[2],
+            txq: &mut $b.txq,
+        }
+    };
+}
+
 /// The batched paths' per-frame work: the engine's verdict on a frame,
 /// then forwards queued per interface for one sendmmsg(2) each and local
 /// deliveries written to the TUN.
@@ -765,14 +781,7 @@ impl Loop {
         b.stats.rx_frames += n as u64;
         let now = self.start.elapsed();
         let slot = b.slot;
-        let mut p = Pipeline {
-            bal: &mut self.bal,
-            resolver: &mut self.resolver,
-            io: &mut self.io,
-            tun: self.tun.as_mut(),
-            logged_tun: &mut self.logged_tx_error[2],
-            txq: &mut b.txq,
-        };
+        let mut p = pipeline!(self, b);
         for i in 0..n {
             let rx = b.rx[i];
             p.io.packets_in += 1;
@@ -811,14 +820,7 @@ impl Loop {
         // Past the ring's size `frame` would come round to slots taken already.
         let most = b.size().min(ring.layout().frames());
         let mut taken = 0;
-        let mut p = Pipeline {
-            bal: &mut self.bal,
-            resolver: &mut self.resolver,
-            io: &mut self.io,
-            tun: self.tun.as_mut(),
-            logged_tun: &mut self.logged_tx_error[2],
-            txq: &mut b.txq,
-        };
+        let mut p = pipeline!(self, b);
         while taken < most {
             let Some(f) = ring.frame(taken) else {
                 break;
