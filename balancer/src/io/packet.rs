@@ -38,14 +38,11 @@ pub enum IoMode {
 }
 
 impl IoMode {
-    /// The `--io` value.
-    pub fn name(self) -> &'static str {
-        match self {
-            IoMode::Pnet => "pnet",
-            IoMode::Direct => "direct",
-            IoMode::Mmsg => "mmsg",
-            IoMode::Ring => "ring",
-        }
+    /// The `--io` value (clap's name for it).
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
     }
 }
 

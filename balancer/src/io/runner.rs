@@ -138,10 +138,7 @@ struct IoCounters {
 impl IoCounters {
     /// Counts frames given up on `iface`: tx errors of the interface, and by reason.
     fn tx_lost(&mut self, iface: Iface, d: TxDrops) {
-        match iface {
-            Iface::Front => self.tx_errors_front += d.total(),
-            Iface::Back => self.tx_errors_back += d.total(),
-        }
+        *pick(iface, &mut self.tx_errors_front, &mut self.tx_errors_back) += d.total();
         self.tx_drops.would_block += d.would_block;
         self.tx_drops.no_buffers += d.no_buffers;
         self.tx_drops.other += d.other;
@@ -553,6 +550,15 @@ fn tun_write(
     }
 }
 
+/// `front` or `back` (a port, or one of its fields) by `which`; a function
+/// rather than a method so that the rest of the loop stays borrowable.
+fn pick<T>(which: Iface, front: T, back: T) -> T {
+    match which {
+        Iface::Front => front,
+        Iface::Back => back,
+    }
+}
+
 /// The [`Pipeline`] of the loop `$l` and its batch `$b`: a macro, not a
 /// method, so that the borrows stay split by field and the ring of the
 /// port being read can be borrowed beside it.
@@ -687,10 +693,7 @@ impl Loop {
     /// recvmmsg/sendmmsg batch (`--io mmsg`) or up to `batch` frames one
     /// by one (`--io direct` / `--io pnet`).
     fn pump(&mut self, which: Iface) {
-        let io = match which {
-            Iface::Front => self.front.io,
-            Iface::Back => self.back.io,
-        };
+        let io = pick(which, self.front.io, self.back.io);
         match io {
             IoMode::Mmsg => self.pump_batch(which),
             IoMode::Ring => self.pump_ring(which),
@@ -701,10 +704,7 @@ impl Loop {
     /// Counts and logs (once per port) a receive error, and clears it.
     fn rx_error(&mut self, which: Iface, e: &std::io::Error) {
         self.io.rx_errors += 1;
-        let port = match which {
-            Iface::Front => &self.front,
-            Iface::Back => &self.back,
-        };
+        let port = pick(which, &self.front, &self.back);
         let i = usize::from(which == Iface::Back);
         if !self.logged_rx_error[i] {
             self.logged_rx_error[i] = true;
@@ -721,10 +721,7 @@ impl Loop {
     fn pump_single(&mut self, which: Iface) {
         let now = self.start.elapsed();
         for _ in 0..self.batch_size {
-            let port = match which {
-                Iface::Front => &mut self.front,
-                Iface::Back => &mut self.back,
-            };
+            let port = pick(which, &mut self.front, &mut self.back);
             let n = match port.recv(&mut self.buf) {
                 Recv::Frame(n) => n,
                 Recv::Empty => break,
@@ -762,10 +759,7 @@ impl Loop {
         let Some(b) = self.batch.as_mut() else {
             return;
         };
-        let fd = match which {
-            Iface::Front => self.front.fd,
-            Iface::Back => self.back.fd,
-        };
+        let fd = pick(which, self.front.fd, self.back.fd);
         let want = b.want.clamp(1, b.rx.len());
         let got = sys::recv_frames(fd, &mut b.rx_msgs, &mut b.bufs, b.slot, &mut b.rx[..want]);
         b.want = next_want(*got.as_ref().unwrap_or(&0), b.rx.len());
@@ -809,10 +803,7 @@ impl Loop {
         let Some(b) = self.batch.as_mut() else {
             return;
         };
-        let port = match which {
-            Iface::Front => &mut self.front,
-            Iface::Back => &mut self.back,
-        };
+        let port = pick(which, &mut self.front, &mut self.back);
         let Some(ring) = port.ring.as_mut() else {
             return;
         };
@@ -822,10 +813,9 @@ impl Loop {
         let mut taken = 0;
         let mut p = pipeline!(self, b);
         while taken < most {
-            let Some(f) = ring.frame(taken) else {
+            let Some((at, f)) = ring.frame(taken) else {
                 break;
             };
-            let k = taken;
             taken += 1;
             p.io.packets_in += 1;
             if f.cut {
@@ -833,8 +823,7 @@ impl Loop {
                 p.io.rx_oversize += 1;
                 continue;
             }
-            let at = ring.offset_of(k, &f);
-            p.frame(which, now, ring.bytes_mut(k, &f), at);
+            p.frame(which, now, ring.bytes_mut(at, f.len), at);
         }
         if taken == 0 {
             return;
@@ -843,10 +832,7 @@ impl Loop {
         b.stats.rx_frames += taken as u64;
         self.flush(Iface::Front, Some(which));
         self.flush(Iface::Back, Some(which));
-        let port = match which {
-            Iface::Front => &mut self.front,
-            Iface::Back => &mut self.back,
-        };
+        let port = pick(which, &mut self.front, &mut self.back);
         if let Some(ring) = port.ring.as_mut() {
             ring.release(taken);
         }
@@ -864,15 +850,8 @@ impl Loop {
         if b.txq[i].is_empty() {
             return;
         }
-        let port = match iface {
-            Iface::Front => &self.front,
-            Iface::Back => &self.back,
-        };
-        let ring = match ring {
-            Some(Iface::Front) => self.front.ring.as_ref(),
-            Some(Iface::Back) => self.back.ring.as_ref(),
-            None => None,
-        };
+        let port = pick(iface, &self.front, &self.back);
+        let ring = ring.and_then(|r| pick(r, &self.front, &self.back).ring.as_ref());
         let (q, msgs, bufs) = (&b.txq[i], &mut b.tx_msgs, &b.bufs);
         let f = drain(
             q.len(),
@@ -920,10 +899,7 @@ impl Loop {
                     self.io.tx_lost(iface, ONE_OTHER);
                     return;
                 };
-                let port = match iface {
-                    Iface::Front => &mut self.front,
-                    Iface::Back => &mut self.back,
-                };
+                let port = pick(iface, &mut self.front, &mut self.back);
                 let f = port.send(frame);
                 self.sent(iface, f);
             }
@@ -1218,7 +1194,7 @@ impl Loop {
             rx_errors: io.rx_errors,
             rx_dropped_front: io.rx_dropped[0],
             rx_dropped_back: io.rx_dropped[1],
-            io: self.front.io.name().to_string(),
+            io: self.front.io.name(),
             arp_requests: io.arp_requests,
             arp_seen: io.arp_seen,
             unresolved: self.resolver.unresolved(),

@@ -562,59 +562,57 @@ impl RxRing {
         self.layout
     }
 
-    /// The status word of slot `i` (modulo the ring).
-    fn status(&self, i: usize) -> &AtomicU32 {
-        let off = self.layout.slot_offset(i);
-        // SAFETY: `off` is a slot start inside the mapping, 16-byte aligned
-        // (page-aligned blocks, slot sizes multiple of 16), and the first 4
-        // bytes of a slot are the status word the kernel also accesses
-        // atomically; the mapping lives as long as `self`.
+    /// The status word of the slot that starts at `off` in the mapping.
+    fn status_at(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: `off` is a slot start inside the mapping (from
+        // `slot_offset`), 16-byte aligned (page-aligned blocks, slot sizes
+        // multiple of 16), and the first 4 bytes of a slot are the status
+        // word the kernel also accesses atomically; the mapping lives as
+        // long as `self`.
         unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() }
     }
 
     /// The frame in the `k`-th slot from the read head, if the kernel has
     /// handed it over (slots are handed over in order, so the first slot
-    /// that is not ours ends a batch).
-    pub fn frame(&self, k: usize) -> Option<RingFrame> {
-        let i = self.head + k;
-        let status = self.status(i).load(Ordering::Acquire);
+    /// that is not ours ends a batch), with the offset of its first byte in
+    /// the mapping (for [`RxRing::bytes_mut`] and [`RxRing::send`]).
+    pub fn frame(&self, k: usize) -> Option<(usize, RingFrame)> {
+        let off = self.layout.slot_offset(self.head + k);
+        let status = self.status_at(off).load(Ordering::Acquire);
         if status & super::ring::STATUS_USER == 0 {
             return None;
         }
-        let off = self.layout.slot_offset(i);
         // SAFETY: the slot is ours (status read with Acquire above), so the
         // kernel's writes to its header are visible and it no longer
         // writes it; the header is the first 32 bytes of the slot.
         let h = unsafe { &*self.base.as_ptr().add(off).cast::<libc::tpacket2_hdr>() };
-        Some(super::ring::read_header(
+        let f = super::ring::read_header(
             status,
             h.tp_len,
             h.tp_snaplen,
             h.tp_mac,
             self.layout.frame_size,
-        ))
+        );
+        Some((off + f.data, f))
     }
 
-    /// Offset in the mapping of the bytes of `f`, the `k`-th frame from the head.
-    pub fn offset_of(&self, k: usize, f: &RingFrame) -> usize {
-        self.layout.slot_offset(self.head + k) + f.data
-    }
-
-    /// The bytes of `f`, the `k`-th frame from the head, for reading and
-    /// rewriting in place. `f` must come from [`RxRing::frame`]`(k)` since
-    /// the last [`RxRing::release`].
-    pub fn bytes_mut(&mut self, k: usize, f: &RingFrame) -> &mut [u8] {
-        let start = self.offset_of(k, f);
-        debug_assert!(f.data + f.len <= self.layout.frame_size);
-        // SAFETY: `read_header` keeps `f.data + f.len` within the slot, the
-        // slot is ours until `release`, and `&mut self` keeps any other
-        // borrow of the ring out while this one lives.
-        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(start), f.len) }
+    /// The `len` bytes at `at` for reading and rewriting in place: a frame
+    /// as [`RxRing::frame`] gave it (offset and length) since the last
+    /// [`RxRing::release`].
+    pub fn bytes_mut(&mut self, at: usize, len: usize) -> &mut [u8] {
+        debug_assert!(at
+            .checked_add(len)
+            .is_some_and(|end| end <= self.layout.bytes()));
+        // SAFETY: `read_header` keeps a frame within its slot, so `at..at +
+        // len` is inside the mapping and inside a slot that is ours until
+        // `release`; `&mut self` keeps any other borrow of the ring out
+        // while this one lives.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(at), len) }
     }
 
     /// Sends frames given as (offset in the mapping, length), as
     /// [`send_frames`] does from a buffer. Offsets must be those of frames
-    /// read since the last release (see [`RxRing::offset_of`]).
+    /// read since the last release (see [`RxRing::frame`]).
     pub fn send(&self, fd: RawFd, m: &mut MsgVec, frames: &[(usize, usize)]) -> io::Result<usize> {
         // SAFETY: the ranges the loop queues are frames read from slots that
         // are ours until `release`, which needs `&mut self` and so cannot
@@ -625,7 +623,8 @@ impl RxRing {
     /// Gives the `n` oldest slots back to the kernel and moves the head past them.
     pub fn release(&mut self, n: usize) {
         for k in 0..n {
-            self.status(self.head + k)
+            let off = self.layout.slot_offset(self.head + k);
+            self.status_at(off)
                 .store(libc::TP_STATUS_KERNEL, Ordering::Release);
         }
         self.head = self.head.wrapping_add(n) % self.layout.frames();
